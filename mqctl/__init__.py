@@ -1,0 +1,1 @@
+"""mqctl: the command line of mq."""

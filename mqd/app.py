@@ -1,0 +1,48 @@
+"""The only place that wires the daemon together: configuration, store, broker and routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from . import api, openapi
+from .broker import Broker
+from .config import Config
+from .keys import BROKER, CONFIG, STORE
+from .store.base import Store
+from .store.sqlite import SQLiteStore
+
+
+def create_store(config: Config) -> Store:
+    return SQLiteStore(config.data_dir, fsync=config.fsync == "always")
+
+
+def create_app(config: Config) -> web.Application:
+    """The application; its store is opened when the app starts and closed when it stops."""
+    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[api.error_middleware])
+    app[CONFIG] = config
+    app.cleanup_ctx.append(_store_and_broker)
+    app.on_shutdown.append(_answer_waiting_receivers)
+    api.add_routes(app)
+    openapi.add_route(app)
+    return app
+
+
+async def _store_and_broker(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    store = create_store(config)
+    await store.open()
+    app[STORE] = store
+    app[BROKER] = Broker(store, max_waiters=config.max_waiters)
+    try:
+        yield
+    finally:
+        app[BROKER].close()
+        await store.close()
+
+
+async def _answer_waiting_receivers(app: web.Application) -> None:
+    """On shutdown, long-polls answer 204 at once instead of holding the exit up."""
+    if BROKER in app:
+        app[BROKER].close()

@@ -1,0 +1,60 @@
+"""The daemon's domain errors: one small flat family, raised by the store and the broker.
+
+Each carries a sentence meant for the person at the other end of the API; the API maps the
+classes to HTTP statuses in one place (api.py), so nothing below it knows about HTTP.
+"""
+
+
+class MqError(Exception):
+    """Base of every error a client can be told about."""
+
+
+class InvalidArgument(MqError):
+    """A name, field or parameter the client sent is not acceptable."""
+
+
+class QueueNotFound(MqError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"Queue '{name}' does not exist.")
+        self.name = name
+
+
+class QueueConflict(MqError):
+    """The request contradicts the queue as it exists (other settings, a dead-letter link)."""
+
+
+class ReceiptNotFound(MqError):
+    def __init__(self, receipt: str) -> None:
+        super().__init__(
+            f"Receipt '{receipt}' is unknown or its lease has ended; "
+            "the message may have been acknowledged, released or leased again."
+        )
+        self.receipt = receipt
+
+
+class TooManyWaiters(MqError):
+    """The cap on concurrent long-poll receivers is reached; the client should retry later."""
+
+
+class ShuttingDown(MqError):
+    """The daemon is stopping and takes no new work."""
+
+
+class StorageFull(MqError):
+    """The data directory has too little free space left to accept more messages."""
+
+
+class StorageFailed(MqError):
+    """The store could not confirm a write (an I/O error); its outcome is unknown."""
+
+
+class StorageUnavailable(MqError):
+    """The store cannot be reached right now (a lost database connection)."""
+
+
+class DataDirectoryError(MqError):
+    """The data directory cannot be used: missing permissions, or another mqd holds it."""
+
+
+class DataCorrupt(MqError):
+    """The data on disk is damaged or unreadable; raised at start-up, never repaired silently."""

@@ -1,0 +1,11 @@
+"""The typed keys under which the application holds the daemon's objects (aiohttp AppKeys)."""
+
+from aiohttp import web
+
+from .broker import Broker
+from .config import Config
+from .store.base import Store
+
+CONFIG = web.AppKey("config", Config)
+STORE = web.AppKey("store", Store)
+BROKER = web.AppKey("broker", Broker)

@@ -1,0 +1,1 @@
+"""Durable storage behind one interface (base.Store): embedded SQLite, or PostgreSQL."""

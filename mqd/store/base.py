@@ -1,0 +1,163 @@
+"""The storage interface every backend implements, and the values that cross it.
+
+A store keeps queues and their messages durably and makes every operation one atomic step:
+when a coroutine here returns, its effect is committed (and, where the store promises it,
+fsynced). Message content crosses this boundary as JSON text that the store never parses, so
+the API can splice it into replies without decoding and re-encoding it.
+
+Message states are derived from two columns every backend keeps:
+``visible_at == 0`` means ready; ``visible_at > now`` means hidden (leased when a lease token
+is set, delayed otherwise); ``0 < visible_at <= now`` is a lease or delay that has run out and
+counts as ready again. Receivers take the lowest id among ready messages, so a message whose
+lease expires comes back at its original place in the queue.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Sequence
+
+from .. import protocol
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueSettings:
+    """What a queue is declared with; a second declaration must match it exactly."""
+
+    max_attempts: int | None = None
+    dead_letter_queue: str | None = None
+    dedup_window: float = protocol.DEFAULT_DEDUP_WINDOW_SECONDS
+
+
+@dataclasses.dataclass(frozen=True)
+class Queue:
+    name: str
+    created_at: float
+    settings: QueueSettings
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueStats:
+    """A queue and its counters at one moment (``messages`` counts every state)."""
+
+    queue: Queue
+    messages: int
+    ready: int
+    leased: int
+    delayed: int
+    dead_lettered: int  # messages of this queue now waiting in its dead-letter queue
+    oldest_ready_at: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class NewMessage:
+    content: str  # JSON text
+    delay: float = 0.0
+    key: str | None = None  # idempotency key
+
+
+@dataclasses.dataclass(frozen=True)
+class SendResult:
+    ids: list[int]
+    duplicates: list[bool]  # per message: True when its key matched an earlier send
+    ready: int  # how many of them are ready now (for waking receivers)
+
+
+@dataclasses.dataclass(frozen=True)
+class Delivery:
+    id: int
+    content: str  # JSON text
+    attempts: int
+    enqueued_at: float
+    receipt: str | None = None  # set when leased
+    lease_expires_at: float | None = None
+    visible_at: float | None = None  # for peek: when a hidden message becomes visible
+
+
+@dataclasses.dataclass(frozen=True)
+class ReceiveResult:
+    deliveries: list[Delivery]
+    dead_lettered: dict[str, int]  # dead-letter queue name -> messages moved there on the way
+
+
+@dataclasses.dataclass(frozen=True)
+class Totals:
+    queues: int
+    messages: int
+
+
+class Store(abc.ABC):
+    """Durable queues. Every method is one atomic step; errors come from ``mqd.errors``."""
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Recover and check the stored data; raise DataCorrupt rather than repair silently."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Finish pending operations and release the data."""
+
+    @abc.abstractmethod
+    async def create_queue(self, name: str, settings: QueueSettings) -> tuple[Queue, bool]:
+        """Declare a queue; returns it and whether it was created (False: it existed as is)."""
+
+    @abc.abstractmethod
+    async def delete_queue(self, name: str) -> None: ...
+
+    @abc.abstractmethod
+    async def get_queue(self, name: str) -> Queue: ...
+
+    @abc.abstractmethod
+    async def queue_stats(self, name: str) -> QueueStats: ...
+
+    @abc.abstractmethod
+    async def list_queues(self) -> list[QueueStats]: ...
+
+    @abc.abstractmethod
+    async def totals(self) -> Totals: ...
+
+    @abc.abstractmethod
+    async def send(self, name: str, messages: Sequence[NewMessage]) -> SendResult:
+        """Append messages, all or nothing, in the given order."""
+
+    @abc.abstractmethod
+    async def receive(self, name: str, count: int, lease: float | None) -> ReceiveResult:
+        """Take up to ``count`` ready messages, oldest first.
+
+        Without a lease they are removed (at most once); with one they stay, hidden for
+        ``lease`` seconds, each with a fresh receipt (at least once). A message that has used up
+        its queue's ``max_attempts`` moves to the dead-letter queue instead of being delivered.
+        """
+
+    @abc.abstractmethod
+    async def peek(self, name: str, count: int) -> list[Delivery]:
+        """The next ready messages, left as they are."""
+
+    @abc.abstractmethod
+    async def ack(self, name: str, receipt: str) -> None:
+        """Remove a leased message; ReceiptNotFound unless this lease is still current."""
+
+    @abc.abstractmethod
+    async def release(self, name: str, receipt: str, delay: float) -> float:
+        """End a lease early; the message is ready again after ``delay``; returns visible_at."""
+
+    @abc.abstractmethod
+    async def extend(self, name: str, receipt: str, lease: float) -> float:
+        """Make a current lease end ``lease`` seconds from now; returns the new expiry."""
+
+    @abc.abstractmethod
+    async def purge(self, name: str) -> int:
+        """Remove every message of the queue; returns how many."""
+
+    @abc.abstractmethod
+    async def redrive(self, name: str) -> dict[str, int]:
+        """Move dead letters back to the queues they came from; returns moved counts by queue.
+
+        ``name`` may be a dead-letter queue (all its dead letters go home) or a source queue
+        (its dead letters come back from its dead-letter queue).
+        """
+
+    @abc.abstractmethod
+    async def next_visible_at(self, name: str) -> float | None:
+        """When the earliest hidden message of the queue becomes visible, if any is hidden."""

@@ -1,0 +1,122 @@
+"""Running the real daemon and the real CLI as subprocesses, for tests that need whole processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+START_TIMEOUT = 15.0
+
+
+class MqdProcess:
+    """A real ``mqd`` on a free port (``--port 0``) with its own data directory.
+
+    Readiness is the URL file mqd writes beside its pidfile once it listens, then a good answer
+    from GET /status: the same way mqctl finds it.
+    """
+
+    def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.args = list(args)
+        self.env = {**os.environ, **(env or {})}
+        self.pidfile = self.data_dir / "mqd.pid"
+        self.log_path = self.data_dir.parent / f"{self.data_dir.name}-mqd.log"
+        self.process: subprocess.Popen | None = None
+        self.url = ""
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "mqd",
+            "--port",
+            "0",
+            "--data-dir",
+            str(self.data_dir),
+            "--pidfile",
+            str(self.pidfile),
+            *self.args,
+        ]
+
+    def start(self, wait: bool = True) -> MqdProcess:
+        url_file = self.data_dir / "mqd.url"
+        for stale in (url_file, self.pidfile):
+            stale.unlink(missing_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(self.command(), stdout=log, stderr=log, env=self.env)
+        if wait:
+            self.wait_ready(url_file)
+        return self
+
+    def wait_ready(self, url_file: Path) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"mqd exited with {self.process.returncode}:\n{self.log()}")
+            if url_file.exists() and self.pidfile.exists():
+                self.url = url_file.read_text().strip()
+                try:
+                    if request("GET", self.url + "/status")[0] == 200:
+                        return
+                except OSError:
+                    pass
+            time.sleep(0.02)
+        raise RuntimeError(f"mqd did not become ready:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as in a crash."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def terminate(self, timeout: float = 15) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            try:
+                self.terminate()
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    # HTTP helpers against this daemon.
+    def call(self, method: str, path: str, body=None, headers=None, timeout: float = 30):
+        return request(method, self.url + path, body, headers, timeout)
+
+
+def request(method: str, url: str, body=None, headers=None, timeout: float = 30):
+    """(status, parsed JSON or None, headers) with the standard library only."""
+    data = None
+    headers = dict(headers or {})
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers.setdefault("Content-Type", "application/json")
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as response:
+            raw = response.read()
+            return response.status, json.loads(raw) if raw else None, dict(response.headers)
+    except urllib.error.HTTPError as error:
+        raw = error.read()
+        return error.code, json.loads(raw) if raw else None, dict(error.headers)

@@ -1,0 +1,348 @@
+"""The HTTP API contract, through pytest-aiohttp's client against the real application."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+JSON = {"Content-Type": "application/json"}
+
+
+async def create(client, name="q", **settings):
+    response = await client.post("/queues", json={"name": name, **settings})
+    assert response.status in (200, 201), await response.text()
+    return await response.json()
+
+
+async def send(client, content, queue="q", **fields):
+    response = await client.post(f"/queues/{queue}/messages", json={"content": content, **fields})
+    assert response.status == 201, await response.text()
+    return (await response.json())["id"]
+
+
+async def receive(client, queue="q", **params):
+    response = await client.get(f"/queues/{queue}/messages", params={k: str(v) for k, v in params.items()})
+    return response.status, (await response.json() if response.status == 200 else None)
+
+
+# -- queues -------------------------------------------------------------------------------------
+
+
+async def test_create_queue_answers_201_then_200_when_declared_again(client):
+    first = await client.post("/queues", json={"name": "orders"})
+    second = await client.post("/queues", json={"name": "orders"})
+    assert (first.status, second.status) == (201, 200)
+    assert (await first.json())["name"] == "orders"
+
+
+async def test_create_queue_with_other_settings_is_409(client):
+    await create(client, "dlq")
+    await create(client, "q")
+    response = await client.post("/queues", json={"name": "q", "max_attempts": 3, "dead_letter_queue": "dlq"})
+    assert response.status == 409
+    assert "other settings" in (await response.json())["error"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", ".hidden", "a/b", "a b", "x" * 129, "é", 5, None, ["q"], "a?b", "tab\t"],
+)
+async def test_invalid_queue_names_are_400(client, name):
+    response = await client.post("/queues", json={"name": name})
+    assert response.status == 400
+    assert "name" in (await response.json())["error"]
+
+
+@pytest.mark.parametrize("name", ["a", "A-z_0.9", "x" * 128, "0", "-dash", "_"])
+async def test_valid_queue_names_are_accepted(client, name):
+    response = await client.post("/queues", json={"name": name})
+    assert response.status == 201
+    assert (await client.get(f"/queues/{name}")).status == 200
+
+
+async def test_list_get_and_delete_queues(client):
+    await create(client, "a")
+    await create(client, "b")
+    await send(client, "x", queue="a")
+    listing = await (await client.get("/queues")).json()
+    assert [(q["name"], q["messages"]) for q in listing["queues"]] == [("a", 1), ("b", 0)]
+    info = await (await client.get("/queues/a")).json()
+    assert (info["ready"], info["leased"], info["delayed"]) == (1, 0, 0)
+    assert (await client.delete("/queues/a")).status == 204
+    assert (await client.get("/queues/a")).status == 404
+
+
+async def test_purge_empties_the_queue(client):
+    await create(client)
+    for i in range(3):
+        await send(client, i)
+    response = await client.delete("/queues/q/messages")
+    assert response.status == 200 and (await response.json())["purged"] == 3
+    assert (await receive(client))[0] == 204
+
+
+# -- messages -----------------------------------------------------------------------------------
+
+
+async def test_send_then_receive_returns_the_message_and_removes_it(client):
+    await create(client)
+    message_id = await send(client, "hello")
+    status, message = await receive(client)
+    assert status == 200
+    assert (message["id"], message["content"], message["attempts"]) == (message_id, "hello", 1)
+    assert (await receive(client))[0] == 204
+
+
+async def test_receive_on_an_empty_queue_is_204_with_an_empty_body(client):
+    await create(client)
+    response = await client.get("/queues/q/messages")
+    assert response.status == 204 and await response.read() == b""
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "with\x00nul\nand\r\nnewlines",
+        "é漢😀",
+        {"nested": [1, 2.5, True, None, {"x": "y"}]},
+        12345678901234567890123,
+        1.0,
+        0,
+        -0.5,
+        "",
+        [],
+        None,
+        False,
+        "\ud800",
+    ],
+)
+async def test_content_round_trips_exactly_with_its_type(client, content):
+    await create(client)
+    await client.post("/queues/q/messages", data=json.dumps({"content": content}), headers=JSON)
+    response = await client.get("/queues/q/messages")
+    received = json.loads(await response.read())["content"]
+    assert received == content and type(received) is type(content)
+
+
+async def test_batch_send_returns_ids_in_order_and_receive_count_returns_them(client):
+    await create(client)
+    response = await client.post("/queues/q/messages", json={"messages": [{"content": i} for i in range(5)]})
+    assert response.status == 201
+    ids = (await response.json())["ids"]
+    status, body = await receive(client, count=10)
+    assert status == 200
+    assert [m["id"] for m in body["messages"]] == ids
+    assert [m["content"] for m in body["messages"]] == list(range(5))
+
+
+async def test_a_batch_with_one_bad_item_stores_nothing(client):
+    await create(client)
+    response = await client.post("/queues/q/messages", json={"messages": [{"content": 1}, {"nope": 2}]})
+    assert response.status == 400
+    assert "messages[1]" in (await response.json())["error"]
+    assert (await receive(client))[0] == 204
+
+
+async def test_count_returns_a_list_even_of_one(client):
+    await create(client)
+    await send(client, "only")
+    status, body = await receive(client, count=1)
+    assert status == 200 and [m["content"] for m in body["messages"]] == ["only"]
+
+
+async def test_long_poll_answers_as_soon_as_a_message_arrives(client):
+    await create(client)
+    waiting = asyncio.ensure_future(receive(client, wait=10))
+    await asyncio.sleep(0.2)
+    assert not waiting.done()
+    await send(client, "late")
+    status, message = await asyncio.wait_for(waiting, 5)
+    assert (status, message["content"]) == (200, "late")
+
+
+async def test_long_poll_times_out_with_204(client):
+    await create(client)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert (await receive(client, wait=0.3))[0] == 204
+    assert loop.time() - started >= 0.3
+
+
+async def test_waiting_receivers_are_served_in_arrival_order_and_never_share(client):
+    await create(client)
+    waiters = []
+    for _ in range(5):
+        waiters.append(asyncio.ensure_future(receive(client, wait=10)))
+        await asyncio.sleep(0.05)
+    for i in range(5):
+        await send(client, i)
+    results = await asyncio.gather(*waiters)
+    assert [message["content"] for _, message in results] == [0, 1, 2, 3, 4]
+
+
+async def test_lease_ack_release_and_extend(client):
+    await create(client)
+    await send(client, "job")
+    status, leased = await receive(client, lease=30)
+    assert status == 200 and leased["receipt"] and leased["attempts"] == 1
+    assert (await receive(client))[0] == 204  # hidden while leased
+    receipt = leased["receipt"]
+    extended = await client.post(f"/queues/q/messages/{receipt}/extend", json={"lease": 60})
+    assert extended.status == 200 and (await extended.json())["lease_expires_at"] > leased["lease_expires_at"]
+    assert (await client.post(f"/queues/q/messages/{receipt}/release", json={})).status == 204
+    status, again = await receive(client, lease=30)
+    assert again["id"] == leased["id"] and again["attempts"] == 2
+    assert (await client.delete(f"/queues/q/messages/{again['receipt']}")).status == 204
+    assert (await client.delete(f"/queues/q/messages/{again['receipt']}")).status == 404
+
+
+async def test_release_without_a_body_is_accepted(client):
+    await create(client)
+    await send(client, "job")
+    _, leased = await receive(client, lease=30)
+    assert (await client.post(f"/queues/q/messages/{leased['receipt']}/release")).status == 204
+
+
+async def test_peek_does_not_consume(client):
+    await create(client)
+    await send(client, "a")
+    response = await client.get("/queues/q/peek", params={"count": "5"})
+    assert [m["content"] for m in (await response.json())["messages"]] == ["a"]
+    assert (await receive(client))[1]["content"] == "a"
+    assert (await client.get("/queues/q/peek")).status == 204
+
+
+async def test_idempotency_key_header_makes_a_retry_harmless(client):
+    await create(client)
+    headers = {"Idempotency-Key": "order-17"}
+    first = await client.post("/queues/q/messages", json={"content": 1}, headers=headers)
+    retry = await client.post("/queues/q/messages", json={"content": 1}, headers=headers)
+    assert (first.status, retry.status) == (201, 200)
+    assert (await retry.json())["id"] == (await first.json())["id"]
+    assert (await (await client.get("/queues/q")).json())["messages"] == 1
+
+
+async def test_dead_letters_and_redrive(client):
+    await create(client, "dlq")
+    await create(client, "q", max_attempts=1, dead_letter_queue="dlq")
+    await send(client, "poison")
+    _, leased = await receive(client, lease=30)
+    await client.post(f"/queues/q/messages/{leased['receipt']}/release")
+    assert (await receive(client, lease=30))[0] == 204  # second lease: dead-lettered instead
+    assert (await (await client.get("/queues/q")).json())["dead_lettered"] == 1
+    response = await client.post("/queues/dlq/redrive")
+    assert (await response.json()) == {"moved": 1, "queues": {"q": 1}}
+    assert (await receive(client))[1]["content"] == "poison"
+
+
+async def test_a_delayed_message_waits(client):
+    await create(client)
+    await send(client, "later", delay=0.3)
+    assert (await receive(client))[0] == 204
+    status, message = await receive(client, wait=5)
+    assert (status, message["content"]) == (200, "later")
+
+
+# -- status and errors --------------------------------------------------------------------------
+
+
+async def test_status_reports_totals(client):
+    await create(client)
+    await send(client, "x")
+    body = await (await client.get("/status")).json()
+    assert body["status"] == "ok" and body["queues"] == 1 and body["messages"] == 1
+    assert body["version"] and body["uptime_seconds"] >= 0
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status"),
+    [
+        ("POST", "/queues", {"data": "{not json", "headers": JSON}, 400),
+        ("POST", "/queues", {"data": "[1,2]", "headers": JSON}, 400),
+        ("POST", "/queues", {"json": {}}, 400),
+        ("POST", "/queues", {"json": {"name": "q", "colour": "red"}}, 400),
+        ("POST", "/queues", {"json": {"name": "x", "max_attempts": 0, "dead_letter_queue": "q"}}, 400),
+        ("POST", "/queues", {"json": {"name": "x", "dedup_window": "long"}}, 400),
+        ("POST", "/queues", {}, 400),
+        (
+            "POST",
+            "/queues",
+            {"data": "name=q", "headers": {"Content-Type": "application/x-www-form-urlencoded"}},
+            415,
+        ),
+        ("POST", "/queues", {"data": "{}", "headers": {"Content-Type": "text/plain"}}, 415),
+        (
+            "POST",
+            "/queues",
+            {"data": b"--x--", "headers": {"Content-Type": "multipart/form-data; boundary=x"}},
+            415,
+        ),
+        ("POST", "/queues/q/messages", {"json": {}}, 400),
+        ("POST", "/queues/q/messages", {"json": {"contents": 1}}, 400),
+        ("POST", "/queues/q/messages", {"data": '{"content": NaN}', "headers": JSON}, 400),
+        ("POST", "/queues/q/messages", {"data": '{"content": 1e999}', "headers": JSON}, 400),
+        ("POST", "/queues/q/messages", {"data": b'{"content": "\xff"}', "headers": JSON}, 400),
+        ("POST", "/queues/q/messages", {"json": {"content": 1, "delay": -1}}, 400),
+        ("POST", "/queues/q/messages", {"json": {"content": 1, "delay": True}}, 400),
+        ("POST", "/queues/q/messages", {"json": {"messages": []}}, 400),
+        ("POST", "/queues/q/messages", {"json": {"messages": [{"content": 1}] * 1001}}, 400),
+        ("POST", "/queues/q/messages", {"json": {"messages": "no"}}, 400),
+        ("POST", "/queues/q/messages", {"json": {"content": 1}, "headers": {"Idempotency-Key": ""}}, 400),
+        ("POST", "/queues/nope/messages", {"json": {"content": 1}}, 404),
+        ("GET", "/queues/nope/messages", {}, 404),
+        ("GET", "/queues/nope", {}, 404),
+        ("DELETE", "/queues/nope", {}, 404),
+        ("DELETE", "/queues/nope/messages", {}, 404),
+        ("GET", "/queues/q/messages?wait=61", {}, 400),
+        ("GET", "/queues/q/messages?wait=-1", {}, 400),
+        ("GET", "/queues/q/messages?wait=soon", {}, 400),
+        ("GET", "/queues/q/messages?count=0", {}, 400),
+        ("GET", "/queues/q/messages?count=1001", {}, 400),
+        ("GET", "/queues/q/messages?count=1.5", {}, 400),
+        ("GET", "/queues/q/messages?lease=0", {}, 400),
+        ("GET", "/queues/q/messages?lease=43201", {}, 400),
+        ("GET", "/queues/q/messages?cuont=2", {}, 400),
+        ("GET", "/queues/q/messages?count=1&count=2", {}, 400),
+        ("GET", "/queues/q/messages?wait=nan", {}, 400),
+        ("GET", "/queues/.bad/messages", {}, 400),
+        ("DELETE", "/queues/q/messages/1.deadbeef", {}, 404),
+        ("POST", "/queues/q/messages/1.deadbeef/extend", {"json": {"lease": 5}}, 404),
+        ("POST", "/queues/q/messages/1.deadbeef/extend", {"json": {}}, 400),
+        ("POST", "/queues/q/messages/1.deadbeef/release", {"json": {"delay": "x"}}, 400),
+        ("GET", "/nowhere", {}, 404),
+        ("PUT", "/queues", {}, 405),
+        ("PATCH", "/queues/q/messages", {}, 405),
+        ("HEAD", "/queues/q/messages", {}, 405),
+        (
+            "POST",
+            "/queues/q/messages",
+            {"data": b'{"content": "' + b"x" * (1024 * 1024) + b'"}', "headers": JSON},
+            413,
+        ),
+    ],
+)
+async def test_errors_have_the_right_status_and_a_json_sentence(client, method, path, kwargs, status):
+    await create(client)
+    response = await client.request(method, path, **kwargs)
+    assert response.status == status
+    if method != "HEAD":
+        body = await response.json()
+        assert set(body) == {"error"} and body["error"].endswith(".")
+        assert "Traceback" not in body["error"]
+
+
+async def test_a_bad_request_stores_nothing(client):
+    await create(client)
+    await client.post("/queues/q/messages", data='{"content": 1', headers=JSON)
+    assert (await (await client.get("/status")).json())["messages"] == 0
+
+
+async def test_a_body_without_content_type_is_read_as_json(client):
+    await create(client)
+    response = await client.post(
+        "/queues/q/messages", data=b'{"content": "plain"}', skip_auto_headers=["Content-Type"]
+    )
+    assert response.status == 201
+    assert (await receive(client))[1]["content"] == "plain"

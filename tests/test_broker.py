@@ -1,0 +1,109 @@
+"""Queue semantics above the store: long-poll lines, wake-ups, timers and the waiter cap."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from mqd.broker import Broker
+from mqd.errors import QueueNotFound, TooManyWaiters
+from mqd.store.base import NewMessage, QueueSettings
+
+
+@pytest.fixture
+async def broker(store):
+    broker = Broker(store, max_waiters=50)
+    await broker.create_queue("q", QueueSettings())
+    yield broker
+    broker.close()
+
+
+def message(value) -> list[NewMessage]:
+    return [NewMessage(str(value))]
+
+
+async def test_a_waiting_receiver_wakes_when_a_lease_runs_out(broker):
+    await broker.send("q", message(1))
+    (leased,) = await broker.receive("q", lease=0.3)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    (again,) = await broker.receive("q", wait=5)
+    assert again.id == leased.id and again.attempts == 2
+    assert 0.2 < loop.time() - started < 3
+
+
+async def test_a_waiting_receiver_wakes_when_a_delayed_message_is_due(broker):
+    waiting = asyncio.ensure_future(broker.receive("q", wait=5))
+    await asyncio.sleep(0.05)
+    await broker.send("q", [NewMessage("1", delay=0.3)])
+    (delivery,) = await asyncio.wait_for(waiting, 3)
+    assert delivery.content == "1"
+
+
+async def test_deleting_a_queue_tells_its_waiting_receivers(broker):
+    waiting = asyncio.ensure_future(broker.receive("q", wait=5))
+    await asyncio.sleep(0.05)
+    await broker.delete_queue("q")
+    with pytest.raises(QueueNotFound):
+        await asyncio.wait_for(waiting, 3)
+
+
+async def test_closing_answers_waiting_receivers_with_nothing(broker):
+    waiting = asyncio.ensure_future(broker.receive("q", wait=30))
+    await asyncio.sleep(0.05)
+    broker.close()
+    assert await asyncio.wait_for(waiting, 3) == []
+
+
+async def test_receivers_beyond_the_cap_are_refused(broker):
+    waiting = [asyncio.ensure_future(broker.receive("q", wait=5)) for _ in range(50)]
+    await asyncio.sleep(0.1)
+    assert broker.waiting_receivers == 50
+    with pytest.raises(TooManyWaiters):
+        await broker.receive("q", wait=5)
+    await broker.send("q", [NewMessage(str(i)) for i in range(50)])
+    results = await asyncio.gather(*waiting)
+    assert sorted(int(d.content) for (d,) in results) == list(range(50))
+    assert broker.waiting_receivers == 0
+
+
+async def test_a_batch_wakes_as_many_receivers_as_it_has_messages(broker):
+    waiting = [asyncio.ensure_future(broker.receive("q", wait=5)) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    await broker.send("q", [NewMessage(str(i)) for i in range(3)])
+    done, _ = await asyncio.wait(waiting, timeout=2)
+    assert len(done) == 3
+
+
+async def test_concurrent_senders_and_waiting_receivers_deliver_every_message_exactly_once(broker):
+    total = 400
+    received: list[int] = []
+
+    async def consumer():
+        while True:
+            deliveries = await broker.receive("q", count=random.choice([1, 3]), wait=1)
+            if not deliveries:
+                return
+            received.extend(int(d.content) for d in deliveries)
+
+    async def producer(start):
+        for i in range(start, total, 4):
+            await broker.send("q", message(i))
+            if random.random() < 0.3:
+                await asyncio.sleep(0.001)
+
+    consumers = [asyncio.ensure_future(consumer()) for _ in range(8)]
+    await asyncio.gather(*(producer(p) for p in range(4)))
+    await asyncio.gather(*consumers)
+    assert sorted(received) == list(range(total))
+
+
+async def test_counters_follow_the_traffic(broker):
+    await broker.send("q", [NewMessage("1"), NewMessage("2")])
+    (leased,) = await broker.receive("q", lease=30)
+    await broker.ack("q", leased.receipt)
+    await broker.receive("q")
+    counters = broker.counters_for("q")
+    assert (counters.sent, counters.received, counters.acked) == (2, 2, 1)
