@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -362,6 +363,7 @@ async def status(request: web.Request) -> web.Response:
         {
             "status": "ok",
             "version": __version__,
+            "pid": os.getpid(),
             "uptime_seconds": round(time.time() - broker.started_at, 3),
             "queues": totals.queues,
             "messages": totals.messages,

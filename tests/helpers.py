@@ -120,3 +120,21 @@ def request(method: str, url: str, body=None, headers=None, timeout: float = 30)
     except urllib.error.HTTPError as error:
         raw = error.read()
         return error.code, json.loads(raw) if raw else None, dict(error.headers)
+
+
+MQCTL = str(Path(sys.executable).with_name("mqctl"))
+
+
+def mqctl(
+    *args: str, env: dict[str, str] | None = None, input: bytes | str | None = None, timeout: float = 60
+):
+    """Run the real mqctl console script; returns the CompletedProcess (bytes when input is bytes)."""
+    text = not isinstance(input, bytes)
+    return subprocess.run(
+        [MQCTL, *args],
+        input=input,
+        capture_output=True,
+        text=text,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )

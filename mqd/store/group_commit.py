@@ -92,16 +92,18 @@ class GroupCommitWorker:
     def _main(self, opened: asyncio.Future) -> None:
         try:
             connection = self._connect()
-        except BaseException as exc:
+        except BaseException as exc:  # handed to the event loop as is
             self._answer([(opened, False, exc)])
             return
         self._answer([(opened, True, None)])
-        try:
-            self._serve(connection)
-        finally:
-            connection.close()
+        stopping = self._serve(connection)
+        # Closing the last connection checkpoints the WAL into the database and removes it:
+        # answer "stopped" only after that, or the process could exit halfway through.
+        connection.close()
+        self._answer([(future, True, None) for future in stopping])
 
-    def _serve(self, connection: sqlite3.Connection) -> None:
+    def _serve(self, connection: sqlite3.Connection) -> list[asyncio.Future]:
+        """Commit batches until asked to stop; returns the futures of the stop requests."""
         while True:
             batch = [self._pending.get()]
             while len(batch) < MAX_OPERATIONS_PER_COMMIT:
@@ -109,15 +111,14 @@ class GroupCommitWorker:
                     batch.append(self._pending.get_nowait())
                 except queue.Empty:
                     break
-            stop = [item for item in batch if item[0] is _STOP]
+            stop = [future for operation, future in batch if operation is _STOP]
             work = [item for item in batch if item[0] is not _STOP]
             if work:
                 started = time.perf_counter()
                 self._answer(self._commit(connection, work))
                 self.last_commit_seconds = time.perf_counter() - started
             if stop:
-                self._answer([(future, True, None) for _, future in stop])
-                return
+                return stop
 
     def _commit(self, connection: sqlite3.Connection, work: list) -> list:
         if self._failure is not None:

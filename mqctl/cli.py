@@ -1,0 +1,583 @@
+"""mqctl: every mq operation as a subcommand, and the daemon's life (start/stop/status).
+
+The only module that imports click. Each subcommand is a short function over client.py (HTTP)
+or daemon.py (pidfile and process); errors from both are turned into one line on stderr and an
+exit status in one place, ``MqctlGroup.invoke``.
+
+Exit statuses, like grep's and the LSB's (documented in the README):
+  0 success · 1 nothing received · 2 usage error · 3 mqd is not running · 4 mqd does not answer
+  (or did not stop in time) · 5 no such queue or receipt · 6 the request was refused as invalid
+  · 7 mqd failed (or failed to start) · 130 interrupted
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, NoReturn
+
+import click
+
+from mqd import __version__
+from mqd.protocol import DEFAULT_URL, MAX_BATCH, MAX_LEASE_SECONDS, MAX_WAIT_SECONDS
+
+from . import output
+from .client import ApiError, Client, ClientError, DaemonTimeout, DaemonUnreachable
+
+EXIT_OK = 0
+EXIT_EMPTY = 1
+EXIT_USAGE = 2
+EXIT_NOT_RUNNING = 3
+EXIT_NO_ANSWER = 4
+EXIT_NOT_FOUND = 5
+EXIT_REFUSED = 6
+EXIT_FAILED = 7
+EXIT_INTERRUPTED = 130
+
+QUEUE_META = "mqctl.queue"
+FOLLOW_WAIT_SECONDS = 20
+STATUS_TIMEOUT_SECONDS = 3
+FOLLOW_LEASE_SECONDS = 30
+
+
+# -- errors: one place ---------------------------------------------------------------------------
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"mqctl: {message}", err=True)
+    sys.exit(code)
+
+
+def _explain(exc: Exception, queue: str | None) -> tuple[str, int]:
+    """One sentence and an exit status for anything a subcommand can raise."""
+    from .daemon import DaemonError, StopTimedOut
+    from .streams import InputError
+
+    if isinstance(exc, DaemonUnreachable):
+        return f"{exc} — start it with: mqctl start", EXIT_NOT_RUNNING
+    if isinstance(exc, DaemonTimeout | StopTimedOut):
+        return str(exc), EXIT_NO_ANSWER
+    if isinstance(exc, ApiError):
+        if exc.status == 404 and queue and exc.message.startswith("Queue '"):
+            return f"queue '{queue}' does not exist — create it with: mqctl create {queue}", EXIT_NOT_FOUND
+        if exc.status == 404:
+            return exc.message, EXIT_NOT_FOUND
+        return exc.message, EXIT_FAILED if exc.status >= 500 else EXIT_REFUSED
+    if isinstance(exc, InputError):
+        return str(exc), EXIT_REFUSED
+    if isinstance(exc, ClientError | DaemonError):
+        return str(exc), EXIT_FAILED
+    return f"unexpected error, please report it: {exc!r}", EXIT_FAILED
+
+
+class MqctlGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            sys.exit(EXIT_INTERRUPTED)
+        except BrokenPipeError:
+            _quiet_stdout()
+            sys.exit(EXIT_OK)
+        except Exception as exc:
+            message, code = _explain(exc, ctx.meta.get(QUEUE_META))
+            _fail(message, code)
+
+
+def _quiet_stdout() -> None:
+    """After a closed pipe, point stdout at /dev/null so the exit flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+# -- shared options ------------------------------------------------------------------------------
+
+
+def _url(ctx: click.Context) -> str:
+    """--url (after or before the subcommand), else MQ_URL, else the default."""
+    return ctx.params.get("url") or (ctx.obj or {}).get("url") or os.environ.get("MQ_URL") or DEFAULT_URL
+
+
+def _client(ctx: click.Context) -> Client:
+    ctx.meta[QUEUE_META] = ctx.params.get("queue")  # for the error handler's hints
+    client = Client(_url(ctx))
+    ctx.call_on_close(client.close)
+    return client
+
+
+def url_option(command):
+    return click.option(
+        "--url", metavar="URL", help=f"mqd to talk to (env MQ_URL; default {DEFAULT_URL}; or unix:/path)."
+    )(command)
+
+
+def json_option(help_text: str = "Print JSON instead of text."):
+    return click.option("--json", "as_json", is_flag=True, help=help_text)
+
+
+def _complete_queues(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    url = ctx.params.get("url") or os.environ.get("MQ_URL") or DEFAULT_URL
+    try:
+        with Client(url) as client:
+            return [q["name"] for q in client.list_queues() if q["name"].startswith(incomplete)]
+    except ClientError:
+        return []
+
+
+def queue_argument(command):
+    return click.argument("queue", shell_complete=_complete_queues)(command)
+
+
+def data_dir_options(command):
+    command = click.option(
+        "--pidfile", type=click.Path(dir_okay=False), help="Pidfile (default: <data-dir>/mqd.pid)."
+    )(command)
+    return click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False),
+        envvar="MQD_DATA_DIR",
+        help="The daemon's data directory (env MQD_DATA_DIR; default ./data).",
+    )(command)
+
+
+def _write(text: str, end: str) -> None:
+    sys.stdout.buffer.write((text + end).encode("utf-8", "backslashreplace"))
+
+
+# -- the group -----------------------------------------------------------------------------------
+
+
+@click.group(cls=MqctlGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--url", metavar="URL", help=f"mqd to talk to (env MQ_URL; default {DEFAULT_URL}).")
+@click.version_option(__version__, prog_name="mqctl")
+@click.pass_context
+def cli(ctx: click.Context, url: str | None) -> None:
+    """Drive mq, the durable message queue: queues and messages, and the mqd daemon itself.
+
+    \b
+    Exit status: 0 ok, 1 nothing received, 2 usage error, 3 mqd not running,
+    4 mqd not answering, 5 no such queue or receipt, 6 refused as invalid, 7 mqd failed.
+    """
+    ctx.obj = {"url": url}
+
+
+# -- the daemon's life ---------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--host", help="Address mqd listens on (default 127.0.0.1).")
+@click.option("--port", type=click.IntRange(0, 65535), help="Port mqd listens on (default 8000).")
+@data_dir_options
+@click.option("--log-file", type=click.Path(dir_okay=False), help="Daemon log (default: <data-dir>/mqd.log).")
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait until mqd answers.")
+def start(host, port, data_dir, pidfile, log_file, timeout) -> None:
+    """Start mqd in the background and wait until it answers."""
+    from . import daemon
+
+    paths = daemon.Paths.resolve(data_dir, pidfile, log_file)
+    running, started = daemon.start(paths, host=host, port=port, timeout=timeout)
+    if started:
+        click.echo(f"mqd started (pid {running.pid}) at {running.url}")
+    else:
+        click.echo(f"mqd is already running (pid {running.pid}) at {running.url}")
+
+
+@cli.command()
+@data_dir_options
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for mqd to exit.")
+@click.option("--force", is_flag=True, help="SIGKILL mqd if it has not exited by the timeout.")
+def stop(data_dir, pidfile, timeout, force) -> None:
+    """Stop mqd (SIGTERM) and wait until it has exited."""
+    from . import daemon
+
+    stopped = daemon.stop(daemon.Paths.resolve(data_dir, pidfile), timeout=timeout, force=force)
+    click.echo(f"mqd stopped (pid {stopped.pid})" if stopped else "mqd is not running")
+
+
+@cli.command()
+@click.option("--host", help="Address mqd listens on (default 127.0.0.1).")
+@click.option("--port", type=click.IntRange(0, 65535), help="Port mqd listens on (default 8000).")
+@data_dir_options
+@click.option("--log-file", type=click.Path(dir_okay=False), help="Daemon log (default: <data-dir>/mqd.log).")
+@click.option(
+    "--timeout", default=10.0, show_default=True, help="Seconds to wait for mqd to stop and to answer."
+)
+def restart(host, port, data_dir, pidfile, log_file, timeout) -> None:
+    """Stop mqd if it runs, then start it."""
+    from . import daemon
+
+    paths = daemon.Paths.resolve(data_dir, pidfile, log_file)
+    daemon.stop(paths, timeout=timeout)
+    running, _ = daemon.start(paths, host=host, port=port, timeout=timeout)
+    click.echo(f"mqd started (pid {running.pid}) at {running.url}")
+
+
+@cli.command()
+@data_dir_options
+@url_option
+@json_option()
+@click.pass_context
+def status(ctx, data_dir, pidfile, url, as_json) -> None:
+    """Whether mqd runs and answers (exit 0), is not running (3), or does not answer (4).
+
+    The daemon is found through its pidfile; without one, --url (or MQ_URL) is asked, so a
+    daemon started by systemd is found too.
+    """
+    from . import daemon
+
+    running = daemon.find(daemon.Paths.resolve(data_dir, pidfile))
+    url = running.url if running and running.url else _url(ctx)
+    client = Client(url, timeout=STATUS_TIMEOUT_SECONDS)
+    ctx.call_on_close(client.close)
+    try:
+        state = client.status()
+    except DaemonUnreachable:
+        if running is None:
+            _print_status({"running": False}, as_json)
+            sys.exit(EXIT_NOT_RUNNING)
+        _print_status({"running": True, "answering": False, "pid": running.pid, "url": client.url}, as_json)
+        sys.exit(EXIT_NO_ANSWER)
+    except (DaemonTimeout, ApiError) as exc:
+        pid = running.pid if running else None
+        _print_status(
+            {"running": True, "answering": False, "pid": pid, "url": client.url, "error": str(exc)}, as_json
+        )
+        sys.exit(EXIT_NO_ANSWER)
+    _print_status({"running": True, "answering": True, "url": client.url, **state}, as_json)
+
+
+def _print_status(state: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(output.json_line(state))
+    elif not state["running"]:
+        click.echo("mqd is not running")
+    elif not state["answering"]:
+        click.echo(f"mqd (pid {state['pid']}) is running but does not answer at {state['url']}")
+    else:
+        click.echo(
+            f"mqd {state.get('version', '')} is running (pid {state.get('pid')}) at {state['url']}: "
+            f"up {output.duration(state.get('uptime_seconds'))}, {state['queues']} queues, "
+            f"{state['messages']} messages"
+        )
+
+
+# -- queues --------------------------------------------------------------------------------------
+
+
+@cli.command()
+@queue_argument
+@click.option(
+    "--max-attempts", type=click.IntRange(1, 1000), help="Deliveries before a message is dead-lettered."
+)
+@click.option("--dead-letter-queue", metavar="QUEUE", help="Where messages go after --max-attempts.")
+@click.option(
+    "--dedup-window", type=click.FloatRange(0), help="Seconds an idempotency key is remembered (300)."
+)
+@url_option
+@json_option("Print the queue as JSON.")
+@click.pass_context
+def create(ctx, queue, max_attempts, dead_letter_queue, dedup_window, url, as_json) -> None:
+    """Create QUEUE (nothing happens if it exists with the same settings)."""
+    settings = {
+        "max_attempts": max_attempts,
+        "dead_letter_queue": dead_letter_queue,
+        "dedup_window": dedup_window,
+    }
+    body, created = _client(ctx).create_queue(queue, **{k: v for k, v in settings.items() if v is not None})
+    if as_json:
+        click.echo(output.json_line(body))
+    else:
+        click.echo(f"created queue '{queue}'" if created else f"queue '{queue}' already exists")
+
+
+QUEUE_COLUMNS = (
+    "name",
+    "messages",
+    "ready",
+    "leased",
+    "delayed",
+    "dead_lettered",
+    "oldest_ready_age_seconds",
+)
+
+
+@cli.command("list")
+@url_option
+@json_option("Print the queues as one JSON array.")
+@click.pass_context
+def list_queues(ctx, url, as_json) -> None:
+    """List the queues with their depths (a table on a terminal, tab-separated otherwise)."""
+    queues = _client(ctx).list_queues()
+    if as_json:
+        click.echo(output.json_line(queues))
+    elif sys.stdout.isatty():
+        rows = [[*(q[c] for c in QUEUE_COLUMNS[:-1]), output.duration(q[QUEUE_COLUMNS[-1]])] for q in queues]
+        headers = ("NAME", "MESSAGES", "READY", "LEASED", "DELAYED", "DEAD", "OLDEST")
+        click.echo(output.table(headers, rows, numeric={1, 2, 3, 4, 5}) if queues else "no queues")
+    elif queues:
+        click.echo(output.tab_separated([[q[c] for c in QUEUE_COLUMNS] for q in queues]))
+
+
+@cli.command()
+@queue_argument
+@url_option
+@json_option("Print the queue as JSON.")
+@click.pass_context
+def info(ctx, queue, url, as_json) -> None:
+    """Show QUEUE's settings and counters."""
+    body = _client(ctx).queue(queue)
+    if as_json:
+        click.echo(output.json_line(body))
+    elif sys.stdout.isatty():
+        width = max(len(k) for k in body)
+        click.echo("\n".join(f"{k.ljust(width)}  {'-' if v is None else v}" for k, v in body.items()))
+    else:
+        click.echo(output.tab_separated(list(body.items())))
+
+
+@cli.command()
+@queue_argument
+@url_option
+@click.pass_context
+def delete(ctx, queue, url) -> None:
+    """Delete QUEUE and every message in it."""
+    _client(ctx).delete_queue(queue)
+    click.echo(f"deleted queue '{queue}'")
+
+
+@cli.command()
+@queue_argument
+@url_option
+@click.pass_context
+def purge(ctx, queue, url) -> None:
+    """Remove every message from QUEUE, keeping the queue."""
+    removed = _client(ctx).purge(queue)
+    click.echo(f"purged {removed} messages from '{queue}'")
+
+
+# -- messages ------------------------------------------------------------------------------------
+
+
+@cli.command()
+@queue_argument
+@click.argument("message", required=False)
+@click.option("--lines", is_flag=True, help="Send each line of standard input as its own message.")
+@click.option("-0", "--null", "null", is_flag=True, help="Like --lines, split on NUL instead (find -print0).")
+@click.option(
+    "--json", "as_json", is_flag=True, help="The message (or each line) is a JSON value, not a string."
+)
+@click.option(
+    "--delay", type=click.FloatRange(0), default=0, help="Seconds before the message can be received."
+)
+@click.option("--key", help="Idempotency key: a repeat within the dedup window is not enqueued again.")
+@url_option
+@click.pass_context
+def send(ctx, queue, message, lines, null, as_json, delay, key, url) -> None:
+    """Send MESSAGE to QUEUE (or standard input, as one message or one per line); prints its id."""
+    if (lines or null) and message is not None:
+        raise click.UsageError("give MESSAGE or --lines/--null, not both")
+    if (lines or null) and key is not None:
+        raise click.UsageError("--key names one message; it cannot be used with --lines/--null")
+    client = _client(ctx)
+    if lines or null:
+        _send_stream(client, queue, b"\0" if null else b"\n", as_json, delay)
+        return
+    if message is None:
+        message = _read_one_message()
+    content = message
+    if as_json:
+        import json
+
+        try:
+            content = json.loads(message)
+        except ValueError as exc:
+            raise click.UsageError(f"MESSAGE is not JSON ({exc})") from None
+    click.echo(client.send(queue, content, delay=delay, key=key)["id"])
+
+
+def _read_one_message() -> str:
+    if sys.stdin.isatty():
+        click.echo("mqctl: reading the message from standard input; end it with Ctrl-D", err=True)
+    data = sys.stdin.buffer.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise click.UsageError("standard input is not UTF-8 text; send binary data base64-encoded") from None
+    return text[:-1] if text.endswith("\n") else text  # as $(...) would: no trailing newline
+
+
+def _send_stream(client: Client, queue: str, separator: bytes, as_json: bool, delay: float) -> None:
+    from .streams import batches
+
+    sent = 0
+    suffix = f',"delay":{delay!r}}}'.encode() if delay else None
+    try:
+        for batch in batches(sys.stdin.fileno(), separator, as_json):
+            if suffix:
+                batch = [item[:-1] + suffix for item in batch]
+            client.send_batch(queue, batch)
+            sent += len(batch)
+    except Exception:
+        if sent:
+            click.echo(f"mqctl: {sent} messages were sent before this error", err=True)
+        raise
+    if sys.stderr.isatty():
+        click.echo(f"sent {sent} messages to '{queue}'", err=True)
+
+
+def _message_printer(as_json: bool, null: bool):
+    end = "\0" if null else "\n"
+
+    def show(message: dict[str, Any]) -> None:
+        _write(output.json_line(message) if as_json else output.content_text(message["content"]), end)
+
+    return show
+
+
+@cli.command()
+@queue_argument
+@click.option("-n", "--count", type=click.IntRange(1), help="Up to this many messages, oldest first.")
+@click.option(
+    "--wait", type=click.FloatRange(0, MAX_WAIT_SECONDS), default=0, help="Seconds to wait for one."
+)
+@click.option(
+    "--lease", type=click.FloatRange(1, MAX_LEASE_SECONDS), help="Lease instead of removing (then ack)."
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print each whole message (id, content, ...) as a JSON line."
+)
+@click.option("-0", "--null", "null", is_flag=True, help="End each message with NUL instead of a newline.")
+@click.option("-f", "--follow", is_flag=True, help="Keep receiving and printing as messages arrive.")
+@url_option
+@click.pass_context
+def receive(ctx, queue, count, wait, lease, as_json, null, follow, url) -> None:
+    """Receive messages from QUEUE and print their content; exit 1 if there was none."""
+    client = _client(ctx)
+    show = _message_printer(as_json, null)
+    if follow:
+        sys.exit(_follow(client, queue, count, lease, show))
+    remaining = count or 1
+    received = 0
+    while remaining > 0:
+        batch = client.receive(
+            queue,
+            count=min(remaining, MAX_BATCH) if count else None,
+            wait=wait if not received else 0,
+            lease=lease,
+        )
+        if not batch:
+            break
+        for message in batch:
+            show(message)
+        received += len(batch)
+        remaining -= len(batch)
+    sys.stdout.flush()
+    sys.exit(EXIT_OK if received else EXIT_EMPTY)
+
+
+def _follow(client: Client, queue: str, limit: int | None, lease: float | None, show) -> int:
+    """Print messages as they come until interrupted. Unless --lease asks to ack by hand, each is
+    leased, printed, flushed, then acknowledged: a closed pipe or Ctrl-C gives back what was not
+    printed, so nothing is lost."""
+    received = 0
+    auto_ack = lease is None
+    batch: list[dict[str, Any]] = []
+    try:
+        while limit is None or received < limit:
+            want = min(100, limit - received) if limit else 100
+            batch = client.receive(
+                queue, count=want, wait=FOLLOW_WAIT_SECONDS, lease=lease or FOLLOW_LEASE_SECONDS
+            )
+            while batch:
+                message = batch[0]
+                if auto_ack:
+                    show({k: v for k, v in message.items() if k not in ("receipt", "lease_expires_at")})
+                    sys.stdout.flush()
+                    client.ack(queue, message["receipt"])
+                else:
+                    show(message)
+                    sys.stdout.flush()
+                batch.pop(0)
+                received += 1
+    except KeyboardInterrupt:
+        pass
+    except BrokenPipeError:
+        _quiet_stdout()
+    if auto_ack:
+        _give_back(client, queue, batch)
+    return EXIT_OK if received else EXIT_EMPTY
+
+
+def _give_back(client: Client, queue: str, messages: list[dict[str, Any]]) -> None:
+    """Release leased messages that were never printed, so others get them at once."""
+    for message in messages:
+        try:
+            client.release(queue, message["receipt"])
+        except ClientError:
+            return  # the lease runs out on its own
+
+
+@cli.command()
+@queue_argument
+@click.option(
+    "-n", "--count", type=click.IntRange(1, MAX_BATCH), default=1, help="How many messages to show."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print each whole message as a JSON line.")
+@click.option("-0", "--null", "null", is_flag=True, help="End each message with NUL instead of a newline.")
+@url_option
+@click.pass_context
+def peek(ctx, queue, count, as_json, null, url) -> None:
+    """Show the next messages of QUEUE without receiving them; exit 1 if there is none."""
+    messages = _client(ctx).peek(queue, count)
+    show = _message_printer(as_json, null)
+    for message in messages:
+        show(message)
+    sys.exit(EXIT_OK if messages else EXIT_EMPTY)
+
+
+@cli.command()
+@queue_argument
+@click.argument("receipt")
+@url_option
+@click.pass_context
+def ack(ctx, queue, receipt, url) -> None:
+    """Acknowledge a leased message: it is done and gone."""
+    _client(ctx).ack(queue, receipt)
+
+
+@cli.command()
+@queue_argument
+@click.argument("receipt")
+@click.option("--delay", type=click.FloatRange(0), default=0, help="Seconds before it can be received again.")
+@url_option
+@click.pass_context
+def release(ctx, queue, receipt, delay, url) -> None:
+    """Give a leased message back before its lease ends."""
+    _client(ctx).release(queue, receipt, delay)
+
+
+@cli.command()
+@queue_argument
+@click.argument("receipt")
+@click.option("--lease", type=click.FloatRange(1, MAX_LEASE_SECONDS), required=True, help="Seconds from now.")
+@url_option
+@click.pass_context
+def extend(ctx, queue, receipt, lease, url) -> None:
+    """Make a lease end LEASE seconds from now."""
+    _client(ctx).extend(queue, receipt, lease)
+
+
+@cli.command()
+@queue_argument
+@url_option
+@click.pass_context
+def redrive(ctx, queue, url) -> None:
+    """Move dead letters back to the queues they came from (QUEUE: the dead-letter queue or a source)."""
+    moved = _client(ctx).redrive(queue)
+    click.echo(f"moved {moved['moved']} messages back")
+
+
+def main() -> None:
+    cli(prog_name="mqctl")

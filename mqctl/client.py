@@ -1,0 +1,350 @@
+"""A small synchronous HTTP/1.1 client for mqd: one method per endpoint.
+
+Why not http.client or urllib: importing them costs ~20 ms, more than everything else a single
+``mqctl send`` does (even socket.py and urllib.parse cost 4.5 ms together); a queue daemon's
+replies (JSON with a Content-Length, or 204) need only a few lines of HTTP. Connections are kept
+alive, so a batch upload is one connection.
+
+Errors are ``ClientError`` subclasses carrying one sentence; the CLI maps them to exit codes.
+"""
+
+from __future__ import annotations
+
+import _socket  # the C module: socket.py and urllib cost more to import than a request takes
+import json
+from typing import Any
+
+from mqd.protocol import DEFAULT_URL
+
+CONNECT_TIMEOUT = 5.0
+REPLY_MARGIN = 30.0  # seconds a reply may take beyond any wait the request asked for
+
+
+class ClientError(Exception):
+    """Something went wrong talking to mqd; the message is one sentence for a person."""
+
+
+class DaemonUnreachable(ClientError):
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"mqd is not running at {url} ({reason})")
+        self.url = url
+
+
+class DaemonTimeout(ClientError):
+    pass
+
+
+class ApiError(ClientError):
+    """mqd answered with an error status; ``message`` is its own sentence."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Response:
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+
+class _Connection:
+    """One HTTP/1.1 connection: send a request, read a response, keep the connection alive."""
+
+    def __init__(self, family: int, address: Any) -> None:
+        self.sock = _socket.socket(family, _socket.SOCK_STREAM)
+        self.buffer = b""
+        self.sock.settimeout(CONNECT_TIMEOUT)
+        try:
+            self.sock.connect(address)
+        except OSError:
+            self.sock.close()
+            raise
+        if family != _socket.AF_UNIX:
+            self.sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _fill(self) -> None:
+        data = self.sock.recv(65536)
+        if not data:
+            raise _EmptyReply("the connection was closed")
+        self.buffer += data
+
+    def _read_until(self, marker: bytes) -> bytes:
+        while (end := self.buffer.find(marker)) < 0:
+            self._fill()
+        found, self.buffer = self.buffer[: end + len(marker)], self.buffer[end + len(marker) :]
+        return found
+
+    def _read_exactly(self, size: int) -> bytes:
+        while len(self.buffer) < size:
+            self._fill()
+        found, self.buffer = self.buffer[:size], self.buffer[size:]
+        return found
+
+    def exchange(self, message: bytes, timeout: float, method: str) -> tuple[int, dict[str, str], bytes]:
+        self.sock.settimeout(timeout)
+        self.sock.sendall(message)
+        head = self._read_until(b"\r\n\r\n").decode("latin-1").split("\r\n")
+        parts = head[0].split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+            raise _NotHttp(head[0][:80])
+        status = int(parts[1])
+        headers = {}
+        for line in head[1:]:
+            name, _, value = line.partition(":")
+            if name:
+                headers[name.strip().lower()] = value.strip()
+        if status in (204, 304) or method == "HEAD":
+            body = b""
+        elif "content-length" in headers:
+            body = self._read_exactly(int(headers["content-length"]))
+        elif headers.get("transfer-encoding", "").lower() == "chunked":
+            body = self._read_chunked()
+        else:
+            body = self._read_to_end()
+            headers["connection"] = "close"
+        return status, headers, body
+
+    def _read_chunked(self) -> bytes:
+        chunks = []
+        while size := int(self._read_until(b"\r\n").split(b";")[0], 16):
+            chunks.append(self._read_exactly(size))
+            self._read_until(b"\r\n")
+        while self._read_until(b"\r\n") != b"\r\n":
+            pass
+        return b"".join(chunks)
+
+    def _read_to_end(self) -> bytes:
+        try:
+            while True:
+                self._fill()
+        except _EmptyReply:
+            body, self.buffer = self.buffer, b""
+            return body
+
+
+class Client:
+    """Talks to one daemon at ``url``: ``http://host:port`` or ``unix:/path/to/socket``."""
+
+    def __init__(
+        self, url: str = DEFAULT_URL, *, token: str | None = None, timeout: float = REPLY_MARGIN
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout = timeout  # seconds a reply may take, beyond any wait the request asks for
+        self._address = _parse_url(self.url)
+        self._connection: _Connection | None = None
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        raw_body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        wait: float = 0.0,
+    ) -> Response:
+        """One request; reconnects once if a kept-alive connection was closed under us."""
+        payload = raw_body if raw_body is not None else (None if body is None else json.dumps(body).encode())
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self._address[2]}\r\n"
+        if payload is not None:
+            head += f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+        if self.token:
+            head += f"Authorization: Bearer {self.token}\r\n"
+        for name, value in (headers or {}).items():
+            head += f"{name}: {value}\r\n"
+        message = (head + "\r\n").encode() + (payload or b"")
+        timeout = wait + self.timeout
+        for attempt in (1, 2):
+            reused = self._connection is not None
+            if not reused:
+                try:
+                    self._connection = _Connection(self._address[0], self._address[1])
+                except OSError as exc:  # refused, no such socket, no answer to the connection
+                    raise DaemonUnreachable(self.url, _reason(exc)) from None
+            try:
+                status, reply_headers, reply = self._connection.exchange(message, timeout, method)
+            except TimeoutError:
+                self.close()
+                raise DaemonTimeout(f"mqd at {self.url} did not answer within {timeout:g} seconds") from None
+            except (OSError, _EmptyReply) as exc:
+                self.close()
+                if reused and attempt == 1:
+                    continue  # the daemon closed an idle connection: try once on a fresh one
+                raise DaemonUnreachable(self.url, _reason(exc)) from None
+            except _NotHttp as exc:
+                self.close()
+                raise ClientError(f"{self.url} does not answer like mqd (it said {exc})") from None
+            if reply_headers.get("connection", "").lower() == "close":
+                self.close()
+            return Response(status, reply_headers, reply)
+        raise AssertionError("unreachable")
+
+    def _call(self, method: str, path: str, body: Any = None, **options: Any) -> Response:
+        response = self.request(method, path, body, **options)
+        if response.status >= 400:
+            try:
+                message = response.json()["error"]
+            except (ValueError, KeyError, TypeError):
+                message = f"mqd answered {response.status} {response.body[:200]!r}"
+            raise ApiError(response.status, message.rstrip("."))
+        return response
+
+    # -- endpoints -------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return self._call("GET", "/status").json()
+
+    def metrics(self) -> str:
+        return self._call("GET", "/metrics").body.decode()
+
+    def create_queue(self, name: str, **settings: Any) -> tuple[dict[str, Any], bool]:
+        response = self._call("POST", "/queues", {"name": name, **settings})
+        return response.json(), response.status == 201
+
+    def list_queues(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/queues").json()["queues"]
+
+    def queue(self, name: str) -> dict[str, Any]:
+        return self._call("GET", _queue_path(name)).json()
+
+    def delete_queue(self, name: str) -> None:
+        self._call("DELETE", _queue_path(name))
+
+    def purge(self, name: str) -> int:
+        return self._call("DELETE", _queue_path(name, "/messages")).json()["purged"]
+
+    def redrive(self, name: str) -> dict[str, Any]:
+        return self._call("POST", _queue_path(name, "/redrive")).json()
+
+    def send(self, name: str, content: Any, *, delay: float = 0, key: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"content": content}
+        if delay:
+            body["delay"] = delay
+        if key is not None:
+            body["key"] = key  # in the body rather than the header: any Unicode key travels as is
+        return self._call("POST", _queue_path(name, "/messages"), body).json()
+
+    def send_batch(self, name: str, encoded_messages: list[bytes]) -> list[int]:
+        """Send messages already encoded as JSON objects (``{"content": ...}``), all or nothing."""
+        raw = b'{"messages":[' + b",".join(encoded_messages) + b"]}"
+        return self._call("POST", _queue_path(name, "/messages"), raw_body=raw).json()["ids"]
+
+    def receive(
+        self, name: str, *, count: int | None = None, wait: float = 0, lease: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Messages received (removed, or leased with ``lease``); [] when there were none."""
+        query = []
+        if count is not None:
+            query.append(f"count={count}")
+        if wait:
+            query.append(f"wait={wait:g}")
+        if lease is not None:
+            query.append(f"lease={lease:g}")
+        path = _queue_path(name, "/messages") + ("?" + "&".join(query) if query else "")
+        response = self._call("GET", path, wait=wait)
+        if response.status == 204:
+            return []
+        body = response.json()
+        return body["messages"] if count is not None else [body]
+
+    def peek(self, name: str, count: int = 1) -> list[dict[str, Any]]:
+        response = self._call("GET", _queue_path(name, f"/peek?count={count}"))
+        return [] if response.status == 204 else response.json()["messages"]
+
+    def ack(self, name: str, receipt: str) -> None:
+        self._call("DELETE", _queue_path(name, "/messages/" + quote(receipt)))
+
+    def release(self, name: str, receipt: str, delay: float = 0) -> None:
+        body = {"delay": delay} if delay else None
+        self._call("POST", _queue_path(name, f"/messages/{quote(receipt)}/release"), body)
+
+    def extend(self, name: str, receipt: str, lease: float) -> dict[str, Any]:
+        path = _queue_path(name, f"/messages/{quote(receipt)}/extend")
+        return self._call("POST", path, {"lease": lease}).json()
+
+
+class _EmptyReply(Exception):
+    pass
+
+
+class _NotHttp(Exception):
+    pass
+
+
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def quote(text: str) -> str:
+    """Percent-encode a path segment (what urllib.parse.quote(text, safe="") does)."""
+    return "".join(chr(b) if b in _UNRESERVED else f"%{b:02X}" for b in text.encode("utf-8"))
+
+
+def _queue_path(name: str, rest: str = "") -> str:
+    return "/queues/" + quote(name) + rest
+
+
+def _parse_url(url: str) -> tuple[int, Any, str]:
+    """(address family, socket address, Host header) for an mqd URL."""
+    if url.startswith("unix:"):
+        path = url[len("unix:") :]
+        if path.startswith("//"):
+            path = path[2:]
+        if not path:
+            raise ClientError(f"{url!r} names no socket: use unix:/path/to/mqd.sock")
+        return _socket.AF_UNIX, path, "localhost"
+    if not url.startswith("http://"):
+        raise ClientError(f"cannot use {url!r}: mqctl speaks http://host:port and unix:/path URLs")
+    authority = url[len("http://") :].split("/", 1)[0]
+    if authority.startswith("["):
+        host, _, port = authority[1:].partition("]")
+        port = port.lstrip(":")
+        family = _socket.AF_INET6
+    else:
+        host, _, port = authority.partition(":")
+        family = _socket.AF_INET
+    try:
+        port_number = int(port) if port else 80
+    except ValueError:
+        raise ClientError(f"cannot use {url!r}: the port is not a number") from None
+    if family == _socket.AF_INET and host not in ("", "localhost") and not host.replace(".", "").isdigit():
+        family = _socket.AF_UNSPEC  # a host name: resolved at connect time
+    if family == _socket.AF_UNSPEC:
+        try:
+            family, _, _, _, address = _socket.getaddrinfo(host, port_number, 0, _socket.SOCK_STREAM)[0]
+        except OSError:
+            raise ClientError(f"cannot resolve the host of {url!r}") from None
+        return family, address, authority
+    return family, (host or "127.0.0.1", port_number), authority
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, FileNotFoundError):
+        return "no such socket"
+    if isinstance(exc, TimeoutError):
+        return "no answer to the connection"
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__

@@ -1,0 +1,86 @@
+"""Standard input as a stream of records, sent in batches without reading everything first.
+
+A batch leaves when it is full, or as soon as the input pauses: ``seq 1 100000 | mqctl send q
+--lines`` sends full batches of 1,000, while ``tail -f log | mqctl send q --lines`` sends each
+line as it comes instead of waiting for 999 more.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+from collections.abc import Callable, Iterator
+
+READ_SIZE = 1 << 16
+MAX_BATCH_MESSAGES = 1000
+MAX_BATCH_BYTES = 512 * 1024  # well under the daemon's default 1 MiB body limit
+
+
+class InputError(Exception):
+    """A record of standard input cannot be sent as it is."""
+
+
+def records(fd: int, separator: bytes) -> Iterator[tuple[bytes, bool]]:
+    """(record, whether more input is ready right now), one per separator-terminated record;
+    a last record without a separator counts too."""
+    pending = b""
+    while True:
+        chunk = os.read(fd, READ_SIZE)
+        if not chunk:
+            if pending:
+                yield pending, False
+            return
+        pending += chunk
+        parts = pending.split(separator)
+        pending = parts.pop()
+        if parts:
+            more = bool(pending) or _readable(fd)
+            for part in parts[:-1]:
+                yield part, True
+            yield parts[-1], more
+
+
+def _readable(fd: int) -> bool:
+    try:
+        return bool(select.select([fd], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
+
+
+def encoder(as_json: bool, noun: str) -> Callable[[bytes, int], bytes]:
+    """Turns record number n into the JSON of one batch item, ``{"content": ...}``."""
+
+    def encode(record: bytes, number: int) -> bytes:
+        try:
+            text = record.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(
+                f"{noun} {number} of standard input is not UTF-8 text; send binary data base64-encoded"
+            ) from None
+        if as_json:
+            try:
+                value = json.loads(text)
+            except ValueError as exc:
+                raise InputError(f"{noun} {number} of standard input is not JSON ({exc})") from None
+        else:
+            value = text
+        return b'{"content":' + json.dumps(value).encode() + b"}"
+
+    return encode
+
+
+def batches(fd: int, separator: bytes, as_json: bool) -> Iterator[list[bytes]]:
+    """Encoded batch items, a batch at a time (see the module's docstring for when one leaves)."""
+    encode = encoder(as_json, "line" if separator == b"\n" else "record")
+    batch: list[bytes] = []
+    size = 0
+    for number, (record, more) in enumerate(records(fd, separator), start=1):
+        item = encode(record, number)
+        batch.append(item)
+        size += len(item) + 1
+        if len(batch) >= MAX_BATCH_MESSAGES or size >= MAX_BATCH_BYTES or not more:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
