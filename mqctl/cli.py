@@ -7,7 +7,7 @@ exit status in one place, ``MqctlGroup.invoke``.
 Exit statuses, like grep's and the LSB's (documented in the README):
   0 success · 1 nothing received · 2 usage error · 3 mqd is not running · 4 mqd does not answer
   (or did not stop in time) · 5 no such queue or receipt · 6 the request was refused as invalid
-  · 7 mqd failed (or failed to start) · 130 interrupted
+  · 7 mqd failed (or failed to start) · 127 mqctl run cannot run its command · 130 interrupted
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ EXIT_NO_ANSWER = 4
 EXIT_NOT_FOUND = 5
 EXIT_REFUSED = 6
 EXIT_FAILED = 7
+EXIT_COMMAND_NOT_FOUND = 127  # mqctl run: as a shell says of a command it cannot run
 EXIT_INTERRUPTED = 130
 
 QUEUE_META = "mqctl.queue"
@@ -52,6 +53,7 @@ def _explain(exc: Exception, queue: str | None) -> tuple[str, int]:
     """One sentence and an exit status for anything a subcommand can raise."""
     from .daemon import DaemonError, StopTimedOut
     from .streams import InputError
+    from .worker import CommandNotRunnable
 
     if isinstance(exc, DaemonUnreachable):
         return f"{exc} — start it with: mqctl start", EXIT_NOT_RUNNING
@@ -65,6 +67,8 @@ def _explain(exc: Exception, queue: str | None) -> tuple[str, int]:
         return exc.message, EXIT_FAILED if exc.status >= 500 else EXIT_REFUSED
     if isinstance(exc, InputError):
         return str(exc), EXIT_REFUSED
+    if isinstance(exc, CommandNotRunnable):
+        return str(exc), EXIT_COMMAND_NOT_FOUND
     if isinstance(exc, ClientError | DaemonError):
         return str(exc), EXIT_FAILED
     return f"unexpected error, please report it: {exc!r}", EXIT_FAILED
@@ -577,6 +581,70 @@ def redrive(ctx, queue, url) -> None:
     """Move dead letters back to the queues they came from (QUEUE: the dead-letter queue or a source)."""
     moved = _client(ctx).redrive(queue)
     click.echo(f"moved {moved['moved']} messages back")
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@queue_argument
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.option(
+    "--lease",
+    type=click.FloatRange(1, MAX_LEASE_SECONDS),
+    default=60,
+    show_default=True,
+    help="Seconds each message is leased; extended while its command still runs.",
+)
+@click.option(
+    "-c",
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    default=1,
+    show_default=True,
+    help="Commands running at once.",
+)
+@click.option(
+    "--drain", is_flag=True, help="Exit once the queue has nothing ready instead of waiting for more."
+)
+@click.option(
+    "--grace",
+    type=click.FloatRange(0),
+    default=30,
+    show_default=True,
+    help="Seconds running commands get to finish after SIGTERM/SIGINT before they are stopped.",
+)
+@click.option(
+    "--retry-delay",
+    type=click.FloatRange(0),
+    default=0,
+    help="Seconds before a failed message can be received again.",
+)
+@url_option
+@click.pass_context
+def run(ctx, queue, command, lease, concurrency, drain, grace, retry_delay, url) -> None:
+    """Run COMMAND for each message of QUEUE: content on stdin, MQ_QUEUE, MQ_MESSAGE_ID and
+    MQ_ATTEMPTS in its environment. Exit 0 acknowledges; anything else releases it for a retry
+    (and the queue's dead-letter rule applies).
+
+    \b
+    mqctl run jobs -- ./process-one.sh
+    mqctl run jobs --concurrency 4 --drain -- sh -c 'convert "$(cat)" out/$MQ_MESSAGE_ID.png'
+    """
+    from .worker import Worker
+
+    _client(ctx)  # registers the queue for error hints
+    worker = Worker(
+        _url(ctx),
+        queue,
+        command,
+        lease=lease,
+        concurrency=concurrency,
+        drain=drain,
+        grace=grace,
+        retry_delay=retry_delay,
+    )
+    try:
+        worker.run()
+    finally:
+        click.echo(f"mqctl run: {worker.summary.line()}", err=True)
 
 
 def main() -> None:

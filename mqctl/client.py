@@ -11,6 +11,7 @@ Errors are ``ClientError`` subclasses carrying one sentence; the CLI maps them t
 from __future__ import annotations
 
 import _socket  # the C module: socket.py and urllib cost more to import than a request takes
+import contextlib
 import json
 from typing import Any
 
@@ -144,6 +145,15 @@ class Client:
         self.timeout = timeout  # seconds a reply may take, beyond any wait the request asks for
         self._address = _parse_url(self.url)
         self._connection: _Connection | None = None
+        self._aborted = False
+
+    def abort(self) -> None:
+        """From another thread: make the request in progress (and any later one) fail at once."""
+        self._aborted = True
+        connection = self._connection
+        if connection is not None:
+            with contextlib.suppress(OSError):
+                connection.sock.shutdown(_socket.SHUT_RDWR)
 
     def close(self) -> None:
         if self._connection is not None:
@@ -178,6 +188,8 @@ class Client:
         message = (head + "\r\n").encode() + (payload or b"")
         timeout = wait + self.timeout
         for attempt in (1, 2):
+            if self._aborted:
+                raise DaemonUnreachable(self.url, "interrupted")
             reused = self._connection is not None
             if not reused:
                 try:

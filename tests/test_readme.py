@@ -16,11 +16,11 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def sh_blocks(section: str) -> list[str]:
-    """The ```sh blocks under the README heading ``section`` (up to the next heading of its level)."""
+    """The ```sh blocks under the README heading ``section`` (up to the next heading)."""
     text = README.read_text()
-    match = re.search(rf"^(#+) {re.escape(section)}\n(.*?)(?=^\1 |\Z)", text, re.S | re.M)
+    match = re.search(rf"^#+ {re.escape(section)}\n(.*?)(?=^#+ |\Z)", text, re.S | re.M)
     assert match, f"no section {section!r} in the README"
-    return re.findall(r"```sh\n(.*?)```", match.group(2), re.S)
+    return re.findall(r"```sh\n(.*?)```", match.group(1), re.S)
 
 
 @pytest.fixture
@@ -73,3 +73,30 @@ def test_the_curl_tour_runs_as_written(shell_env, tmp_path):
         assert '{"sku":42,"qty":1}' in result.stdout and "204" in result.stdout
     finally:
         subprocess.run(["mqctl", "stop"], env=shell_env, capture_output=True)
+
+
+def test_the_worker_pipeline_runs_as_written(shell_env, tmp_path):
+    (block,) = sh_blocks("A worker pipeline: at-least-once, with retries and dead letters")
+    start = subprocess.run(["mqctl", "start"], env=shell_env, capture_output=True, text=True)
+    assert start.returncode == 0, start.stderr
+    try:
+        result = run_script(block, shell_env, tmp_path)
+        assert result.returncode == 0, result.stderr
+        out = result.stdout
+        assert "inbox/a.txt: 3 lines" in out and "inbox/b.txt: 5 lines" in out
+        assert "inbox/missing.txt\n" in out  # peeked in the dead-letter queue
+        assert "inbox/missing.txt: 2 lines" in out  # redriven and done
+        assert "2 processed, 3 failed, 1 dead-lettered" in result.stderr
+        assert "1 processed, 0 failed" in result.stderr
+    finally:
+        subprocess.run(["mqctl", "stop"], env=shell_env, capture_output=True)
+
+
+def test_every_mqctl_command_has_an_example_in_the_readme():
+    from mqctl.cli import cli
+
+    examples = "\n".join(
+        block for section in re.findall(r"```sh\n(.*?)```", README.read_text(), re.S) for block in [section]
+    )
+    missing = [name for name in cli.commands if not re.search(rf"\bmqctl {name}\b", examples)]
+    assert missing == []
