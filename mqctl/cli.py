@@ -12,6 +12,7 @@ Exit statuses, like grep's and the LSB's (documented in the README):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from typing import Any, NoReturn
@@ -104,9 +105,21 @@ def _url(ctx: click.Context) -> str:
     return ctx.params.get("url") or (ctx.obj or {}).get("url") or os.environ.get("MQ_URL") or DEFAULT_URL
 
 
+def _token(ctx: click.Context) -> str | None:
+    """The access token: --token-file (here or before the subcommand), else MQ_TOKEN."""
+    path = ctx.params.get("token_file") or (ctx.obj or {}).get("token_file")
+    if path:
+        try:
+            with open(path) as handle:
+                return handle.read().strip() or None
+        except OSError as exc:
+            raise click.UsageError(f"cannot read the token file {path}: {exc.strerror}") from None
+    return os.environ.get("MQ_TOKEN") or None
+
+
 def _client(ctx: click.Context) -> Client:
     ctx.meta[QUEUE_META] = ctx.params.get("queue")  # for the error handler's hints
-    client = Client(_url(ctx))
+    client = Client(_url(ctx), token=_token(ctx))
     ctx.call_on_close(client.close)
     return client
 
@@ -122,9 +135,8 @@ def json_option(help_text: str = "Print JSON instead of text."):
 
 
 def _complete_queues(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
-    url = ctx.params.get("url") or os.environ.get("MQ_URL") or DEFAULT_URL
     try:
-        with Client(url) as client:
+        with Client(_url(ctx), token=os.environ.get("MQ_TOKEN")) as client:
             return [q["name"] for q in client.list_queues() if q["name"].startswith(incomplete)]
     except ClientError:
         return []
@@ -155,16 +167,19 @@ def _write(text: str, end: str) -> None:
 
 @click.group(cls=MqctlGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--url", metavar="URL", help=f"mqd to talk to (env MQ_URL; default {DEFAULT_URL}).")
+@click.option(
+    "--token-file", type=click.Path(dir_okay=False), help="File holding mqd's access token (or MQ_TOKEN)."
+)
 @click.version_option(__version__, prog_name="mqctl")
 @click.pass_context
-def cli(ctx: click.Context, url: str | None) -> None:
+def cli(ctx: click.Context, url: str | None, token_file: str | None) -> None:
     """Drive mq, the durable message queue: queues and messages, and the mqd daemon itself.
 
     \b
     Exit status: 0 ok, 1 nothing received, 2 usage error, 3 mqd not running,
     4 mqd not answering, 5 no such queue or receipt, 6 refused as invalid, 7 mqd failed.
     """
-    ctx.obj = {"url": url}
+    ctx.obj = {"url": url, "token_file": token_file}
 
 
 # -- the daemon's life ---------------------------------------------------------------------------
@@ -233,7 +248,7 @@ def status(ctx, data_dir, pidfile, url, as_json) -> None:
 
     running = daemon.find(daemon.Paths.resolve(data_dir, pidfile))
     url = running.url if running and running.url else _url(ctx)
-    client = Client(url, timeout=STATUS_TIMEOUT_SECONDS)
+    client = Client(url, token=_token(ctx), timeout=STATUS_TIMEOUT_SECONDS)
     ctx.call_on_close(client.close)
     try:
         state = client.status()
@@ -635,6 +650,7 @@ def run(ctx, queue, command, lease, concurrency, drain, grace, retry_delay, url)
         _url(ctx),
         queue,
         command,
+        token=_token(ctx),
         lease=lease,
         concurrency=concurrency,
         drain=drain,
@@ -645,6 +661,25 @@ def run(ctx, queue, command, lease, concurrency, drain, grace, retry_delay, url)
         worker.run()
     finally:
         click.echo(f"mqctl run: {worker.summary.line()}", err=True)
+
+
+@cli.command()
+@click.option(
+    "--interval",
+    type=click.FloatRange(0.1),
+    default=1.0,
+    show_default=True,
+    help="Seconds between refreshes.",
+)
+@click.option("-n", "--iterations", type=click.IntRange(1), help="Stop after this many refreshes.")
+@url_option
+@click.pass_context
+def top(ctx, interval, iterations, url) -> None:
+    """A live view of the queues: depths and rates (in, out, acked per second), redrawn in place."""
+    from . import top as live_view
+
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how one leaves top
+        live_view.run(_client(ctx), interval, iterations)
 
 
 def main() -> None:

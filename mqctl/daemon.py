@@ -22,7 +22,7 @@ from pathlib import Path
 
 from mqd.protocol import DEFAULT_DATA_DIR, url_file_for
 
-from .client import Client, ClientError
+from .client import ApiError, Client, ClientError
 
 POLL_SECONDS = 0.02
 
@@ -217,8 +217,7 @@ def _spawn(paths: Paths, host: str | None, port: int | None, timeout: float) -> 
             raise StartFailed(f"mqd failed to start: {reason} (log: {paths.log_file})")
         if _read_pid(paths.pidfile) == process.pid:
             url = paths.url_file.read_text().strip()
-            with contextlib.suppress(ClientError), Client(url) as client:
-                client.status()
+            if _answers(url):
                 return Running(process.pid, url)
         time.sleep(POLL_SECONDS)
     process.terminate()
@@ -227,6 +226,18 @@ def _spawn(paths: Paths, host: str | None, port: int | None, timeout: float) -> 
     raise StartFailed(
         f"mqd did not answer within {timeout:g} seconds and was stopped (log: {paths.log_file})"
     )
+
+
+def _answers(url: str) -> bool:
+    """Whether mqd answers HTTP at ``url`` at all (a 401 from one that wants a token counts)."""
+    try:
+        with Client(url) as client:
+            client.status()
+    except ApiError:
+        return True
+    except ClientError:
+        return False
+    return True
 
 
 def _last_error(log_file: Path, offset: int) -> str | None:

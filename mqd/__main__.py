@@ -4,30 +4,43 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 
-from . import __version__, config
+from . import __version__, config, logs
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mqd",
         description="mq's daemon: durable named FIFO queues over an HTTP JSON API.",
-        epilog="Every option can also be set in the environment as MQD_<OPTION> (e.g. MQD_PORT); "
-        "options win over the environment.",
+        epilog="Every option can also be set in the environment as MQD_<OPTION> (MQD_PORT, MQD_DATA_DIR, "
+        "...) or in the --config file; options win over the environment, which wins over the file.",
     )
     add = parser.add_argument
+    add("--config", metavar="FILE", help="TOML file with the same keys as these options (env MQD_CONFIG)")
+    add("--print-config", action="store_true", help="print the resulting configuration and exit")
     add("--host", help="address to listen on (default 127.0.0.1)")
     add("--port", help="TCP port to listen on; 0 picks a free one (default 8000)")
+    add("--unix", metavar="PATH", help="also listen on this unix socket (created with mode 0660)")
+    add("--no-tcp", dest="tcp", action="store_const", const="false", help="listen on --unix only")
     add("--data-dir", help="directory of the store, created if missing (default ./data)")
     add(
         "--fsync",
         help="always: acknowledge a write only once it is on disk (default); "
         "off: no fsync, survives a crash of mqd but not of the machine",
     )
+    add("--token-file", help="file (mode 600) holding the access token clients must send (or set MQD_TOKEN)")
+    add(
+        "--insecure",
+        action="store_const",
+        const="true",
+        help="allow listening beyond loopback without an access token",
+    )
     add("--log-level", help="debug, info (default), warning or error")
+    add("--log-format", help="text (default) or json")
     add("--max-body-bytes", help="largest request body accepted (default 1048576)")
+    add("--max-header-bytes", help="longest request line or header accepted (default 8190)")
+    add("--max-headers", help="most headers in one request (default 100)")
     add("--keepalive-timeout", help="seconds an idle connection stays open (default 60)")
     add("--max-waiters", help="most long-poll receivers waiting at once (default 4096)")
     add("--shutdown-timeout", help="seconds to finish requests in flight on shutdown (default 10)")
@@ -43,11 +56,10 @@ def main(argv: list[str] | None = None) -> None:
     except config.ConfigError as exc:
         print(f"mqd: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    if options["print_config"]:
+        print(config.describe(settings))
+        return
+    logs.configure(settings.log_level, settings.log_format)
     sys.exit(asyncio.run(_serve(settings)))
 
 

@@ -21,6 +21,7 @@ from .broker import Broker
 from .errors import (
     DataCorrupt,
     DataDirectoryError,
+    Forbidden,
     InvalidArgument,
     MqError,
     QueueConflict,
@@ -31,14 +32,17 @@ from .errors import (
     StorageFull,
     StorageUnavailable,
     TooManyWaiters,
+    Unauthorized,
 )
-from .keys import BROKER, CONFIG
+from .keys import BROKER, CONFIG, METRICS
 from .store.base import NewMessage, QueueSettings
 
 log = logging.getLogger("mqd.api")
 
 STATUS_OF_ERROR: dict[type[MqError], int] = {
     InvalidArgument: 400,
+    Unauthorized: 401,
+    Forbidden: 403,
     QueueNotFound: 404,
     ReceiptNotFound: 404,
     QueueConflict: 409,
@@ -50,7 +54,13 @@ STATUS_OF_ERROR: dict[type[MqError], int] = {
     DataCorrupt: 500,
     DataDirectoryError: 500,
 }
-RETRY_AFTER_SECONDS = {TooManyWaiters: "1", ShuttingDown: "5", StorageUnavailable: "1", StorageFull: "5"}
+EXTRA_HEADERS: dict[type[MqError], dict[str, str]] = {
+    TooManyWaiters: {hdrs.RETRY_AFTER: "1"},
+    ShuttingDown: {hdrs.RETRY_AFTER: "5"},
+    StorageUnavailable: {hdrs.RETRY_AFTER: "1"},
+    StorageFull: {hdrs.RETRY_AFTER: "5"},
+    Unauthorized: {hdrs.WWW_AUTHENTICATE: 'Bearer realm="mq"'},
+}
 
 
 # -- errors -------------------------------------------------------------------------------------
@@ -87,8 +97,7 @@ async def error_middleware(
         status = STATUS_OF_ERROR.get(type(exc), 500)
         if status >= 500:
             log.error("%s %s: %s", request.method, request.path, exc)
-        retry = RETRY_AFTER_SECONDS.get(type(exc))
-        return error_response(status, str(exc), {hdrs.RETRY_AFTER: retry} if retry else None)
+        return error_response(status, str(exc), EXTRA_HEADERS.get(type(exc)))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -373,10 +382,17 @@ async def status(request: web.Request) -> web.Response:
     )
 
 
+async def metrics(request: web.Request) -> web.Response:
+    _query(request, set())
+    text = await request.app[METRICS].render(_broker(request))
+    return web.Response(text=text, headers={hdrs.CONTENT_TYPE: "text/plain; version=0.0.4; charset=utf-8"})
+
+
 def add_routes(app: web.Application) -> None:
     """Every route of the API; GET routes take no implicit HEAD (a HEAD must never consume)."""
     router = app.router
     router.add_get("/status", status, allow_head=False)
+    router.add_get("/metrics", metrics, allow_head=False)
     router.add_post("/queues", create_queue)
     router.add_get("/queues", list_queues, allow_head=False)
     router.add_get("/queues/{name}", get_queue, allow_head=False)

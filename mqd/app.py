@@ -6,10 +6,11 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from . import api, openapi
+from . import api, openapi, security
 from .broker import Broker
 from .config import Config
-from .keys import BROKER, CONFIG, STORE
+from .keys import BROKER, CONFIG, METRICS, STORE
+from .metrics import Metrics
 from .store.base import Store
 from .store.sqlite import SQLiteStore
 
@@ -20,8 +21,11 @@ def create_store(config: Config) -> Store:
 
 def create_app(config: Config) -> web.Application:
     """The application; its store is opened when the app starts and closed when it stops."""
-    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[api.error_middleware])
+    metrics = Metrics()
+    middlewares = [metrics.middleware(), api.error_middleware, *security.middlewares(config)]
+    app = web.Application(client_max_size=config.max_body_bytes, middlewares=middlewares)
     app[CONFIG] = config
+    app[METRICS] = metrics
     app.cleanup_ctx.append(_store_and_broker)
     app.on_shutdown.append(_answer_waiting_receivers)
     api.add_routes(app)
@@ -32,6 +36,7 @@ def create_app(config: Config) -> web.Application:
 async def _store_and_broker(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     store = create_store(config)
+    store.observe_commits(app[METRICS].observe_commit)
     await store.open()
     app[STORE] = store
     app[BROKER] = Broker(store, max_waiters=config.max_waiters)

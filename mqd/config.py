@@ -1,13 +1,17 @@
-"""The daemon's configuration: one frozen dataclass, from flags > environment > defaults.
+"""The daemon's configuration: one frozen dataclass, from flags > environment > file > defaults.
 
 Every value is validated here, once, so the rest of the daemon can trust it; a bad value is a
-ConfigError whose message names the setting and where it came from.
+ConfigError whose message names the setting and where it came from. The configuration file is
+TOML with the flags' names as keys (``data-dir`` or ``data_dir``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
+import stat
+import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +20,8 @@ from . import protocol
 
 FSYNC_MODES = ("always", "off")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+TOKEN_VARIABLE = "MQD_TOKEN"
 
 
 class ConfigError(Exception):
@@ -26,19 +32,42 @@ class ConfigError(Exception):
 class Config:
     host: str = protocol.DEFAULT_HOST
     port: int = protocol.DEFAULT_PORT
+    tcp: bool = True
+    unix: Path | None = None
     data_dir: Path = Path(protocol.DEFAULT_DATA_DIR)
     fsync: str = "always"
     log_level: str = "info"
+    log_format: str = "text"
     max_body_bytes: int = protocol.DEFAULT_MAX_BODY_BYTES
+    max_header_bytes: int = 8190
+    max_headers: int = 100
     keepalive_timeout: float = 60.0
     max_waiters: int = 4096
     shutdown_timeout: float = 10.0
     pidfile: Path | None = None
+    token_file: Path | None = None
+    insecure: bool = False
+    token: str | None = dataclasses.field(default=None, repr=False)
 
     @property
     def url(self) -> str:
+        if not self.tcp and self.unix is not None:
+            return f"unix:{self.unix}"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
+
+    @property
+    def loopback_only(self) -> bool:
+        return not self.tcp or is_loopback(self.host)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost: it may resolve to anything
 
 
 def _int(text: str) -> int:
@@ -92,33 +121,132 @@ def _path(text: str) -> Path:
     return Path(text)
 
 
-# setting -> (environment variable, parser)
+def _bool(text: str) -> bool:
+    value = text.lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+# setting -> (environment variable, parser); the flag is --setting-name, the file key setting-name
 SETTINGS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "host": ("MQD_HOST", str),
     "port": ("MQD_PORT", _port),
+    "tcp": ("MQD_TCP", _bool),
+    "unix": ("MQD_UNIX", _path),
     "data_dir": ("MQD_DATA_DIR", _path),
     "fsync": ("MQD_FSYNC", _choice(FSYNC_MODES)),
     "log_level": ("MQD_LOG_LEVEL", _choice(LOG_LEVELS)),
+    "log_format": ("MQD_LOG_FORMAT", _choice(LOG_FORMATS)),
     "max_body_bytes": ("MQD_MAX_BODY_BYTES", _positive_int),
+    "max_header_bytes": ("MQD_MAX_HEADER_BYTES", _positive_int),
+    "max_headers": ("MQD_MAX_HEADERS", _positive_int),
     "keepalive_timeout": ("MQD_KEEPALIVE_TIMEOUT", _positive_float),
     "max_waiters": ("MQD_MAX_WAITERS", _positive_int),
     "shutdown_timeout": ("MQD_SHUTDOWN_TIMEOUT", _positive_float),
     "pidfile": ("MQD_PIDFILE", _path),
+    "token_file": ("MQD_TOKEN_FILE", _path),
+    "insecure": ("MQD_INSECURE", _bool),
 }
 
 
+def read_file(path: Path) -> dict[str, Any]:
+    """The settings of a TOML file, keyed like SETTINGS; unknown keys are errors."""
+    try:
+        with open(path, "rb") as handle:
+            document = tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the configuration file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    settings = {}
+    for key, value in document.items():
+        name = key.replace("-", "_")
+        if name == "token":
+            raise ConfigError(f"{path}: keep the token out of the configuration file; use token-file")
+        if name not in SETTINGS:
+            known = ", ".join(k.replace("_", "-") for k in SETTINGS)
+            raise ConfigError(f"{path}: unknown setting '{key}' (known: {known})")
+        if isinstance(value, dict | list):
+            raise ConfigError(f"{path}: {key} must be a single value")
+        settings[name] = str(value).lower() if isinstance(value, bool) else str(value)
+    return settings
+
+
 def load(flags: Mapping[str, Any], environ: Mapping[str, str] = os.environ) -> Config:
-    """Build the configuration; ``flags`` holds only the options given on the command line."""
+    """Build the configuration; ``flags`` holds only the options given on the command line
+    (plus ``config``, the file to read, if given)."""
+    config_file = flags.get("config") or environ.get("MQD_CONFIG")
+    from_file = read_file(Path(config_file)) if config_file else {}
     values: dict[str, Any] = {}
     for name, (variable, parse) in SETTINGS.items():
         if flags.get(name) is not None:
             source, raw = f"--{name.replace('_', '-')}", flags[name]
         elif variable in environ:
             source, raw = variable, environ[variable]
+        elif name in from_file:
+            source, raw = f"{config_file}: {name.replace('_', '-')}", from_file[name]
         else:
             continue
         try:
             values[name] = parse(str(raw))
         except ValueError as exc:
             raise ConfigError(f"{source}={raw!r}: {exc}") from None
-    return Config(**values)
+    values["token"] = _token(values.get("token_file"), environ)
+    config = Config(**values)
+    _check(config)
+    return config
+
+
+def _token(token_file: Path | None, environ: Mapping[str, str]) -> str | None:
+    if token_file is not None and environ.get(TOKEN_VARIABLE):
+        raise ConfigError(f"give the access token in {TOKEN_VARIABLE} or --token-file, not both")
+    if token_file is None:
+        return environ.get(TOKEN_VARIABLE) or None
+    try:
+        info = token_file.stat()
+        token = token_file.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the token file {token_file}: {exc.strerror}") from None
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(
+            f"the token file {token_file} can be read by others (mode {stat.S_IMODE(info.st_mode):o}); "
+            f"make it readable by its owner only: chmod 600 {token_file}"
+        )
+    if not token:
+        raise ConfigError(f"the token file {token_file} is empty")
+    return token
+
+
+def _check(config: Config) -> None:
+    """Refuse settings that cannot work together, and Redis' protected mode."""
+    if not config.tcp and config.unix is None:
+        raise ConfigError("with --no-tcp, give --unix PATH: mqd must listen somewhere")
+    if not config.loopback_only and config.token is None and not config.insecure:
+        raise ConfigError(
+            f"refusing to listen on {config.host} without an access token: anyone who can reach it "
+            f"could read and write every queue. Set {TOKEN_VARIABLE} or --token-file, listen on "
+            "127.0.0.1, or pass --insecure if the network is trusted"
+        )
+
+
+def describe(config: Config) -> str:
+    """The configuration as TOML (the token is never shown)."""
+    lines = []
+    for field in dataclasses.fields(config):
+        if field.name == "token":
+            continue
+        value = getattr(config, field.name)
+        key = field.name.replace("_", "-")
+        if value is None:
+            lines.append(f"# {key} is not set")
+        elif isinstance(value, bool):
+            lines.append(f"{key} = {'true' if value else 'false'}")
+        elif isinstance(value, int | float):
+            lines.append(f"{key} = {value}")
+        else:
+            lines.append(f'{key} = "{value}"')
+    lines.append(f"# access token: {'set' if config.token else 'none'}")
+    return "\n".join(lines)

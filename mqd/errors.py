@@ -13,6 +13,14 @@ class InvalidArgument(MqError):
     """A name, field or parameter the client sent is not acceptable."""
 
 
+class Unauthorized(MqError):
+    """The request lacks the access token, or carries a wrong one."""
+
+
+class Forbidden(MqError):
+    """The request bears a web browser's cross-site markers; a web page must not touch queues."""
+
+
 class QueueNotFound(MqError):
     def __init__(self, name: str) -> None:
         super().__init__(f"Queue '{name}' does not exist.")

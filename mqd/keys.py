@@ -4,8 +4,10 @@ from aiohttp import web
 
 from .broker import Broker
 from .config import Config
+from .metrics import Metrics
 from .store.base import Store
 
 CONFIG = web.AppKey("config", Config)
 STORE = web.AppKey("store", Store)
 BROKER = web.AppKey("broker", Broker)
+METRICS = web.AppKey("metrics", Metrics)

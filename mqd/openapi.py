@@ -340,6 +340,17 @@ def _paths() -> dict[str, Any]:
                 },
             },
         },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics: queue depths and traffic, requests, store commits",
+                "responses": {
+                    "200": {
+                        "description": "The Prometheus text format, version 0.0.4.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
         "/openapi.json": {
             "get": {
                 "summary": "This document",
@@ -347,6 +358,20 @@ def _paths() -> dict[str, Any]:
             }
         },
     }
+
+
+REFUSED = {
+    "401": _error("An access token is configured and the request lacks it or has a wrong one."),
+    "403": _error("The request carries a web browser's cross-site markers, or a foreign Host."),
+}
+
+
+def _with_refusals(paths: dict[str, Any]) -> dict[str, Any]:
+    for item in paths.values():
+        for method, operation in item.items():
+            if method != "parameters":
+                operation["responses"].update(REFUSED)
+    return paths
 
 
 def document() -> dict[str, Any]:
@@ -357,7 +382,7 @@ def document() -> dict[str, Any]:
             "version": __version__,
             "description": 'Durable named FIFO queues over HTTP. Every error is {"error": "..."}.',
         },
-        "paths": _paths(),
+        "paths": _with_refusals(_paths()),
         "components": {"schemas": SCHEMAS},
     }
 

@@ -1,4 +1,5 @@
-"""Running the daemon: open the store, listen, serve until SIGTERM or SIGINT, shut down cleanly."""
+"""Running the daemon: open the store, listen, tell systemd, serve until SIGTERM or SIGINT,
+then shut down cleanly."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import resource
 import signal
 
@@ -15,8 +17,12 @@ from . import __version__, pidfile
 from .app import create_app
 from .config import Config
 from .errors import MqError
+from .keys import BROKER
+from .systemd import Notifier
 
 log = logging.getLogger("mqd")
+
+STATUS_INTERVAL_SECONDS = 5.0
 
 
 def _raise_file_limit() -> None:
@@ -28,8 +34,7 @@ def _raise_file_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
-def _listen_error(config: Config, exc: OSError) -> str:
-    where = f"{config.host}:{config.port}"
+def _listen_error(where: str, exc: OSError) -> str:
     if exc.errno == errno.EADDRINUSE:
         return f"cannot listen on {where}: the address is already in use (is another mqd running?)"
     if exc.errno == errno.EACCES:
@@ -37,33 +42,78 @@ def _listen_error(config: Config, exc: OSError) -> str:
     return f"cannot listen on {where}: {exc.strerror or exc}"
 
 
+async def _start_sites(runner: web.AppRunner, config: Config) -> str:
+    """Listen where the configuration says; returns the URL clients should use."""
+    url = ""
+    if config.unix is not None:
+        with contextlib.suppress(FileNotFoundError):
+            if config.unix.is_socket():
+                config.unix.unlink()  # left by a daemon that did not exit cleanly
+        previous = os.umask(0o117)  # the socket is born 0660: owner and group only
+        try:
+            await web.UnixSite(runner, str(config.unix)).start()
+        except OSError as exc:
+            raise OSError(exc.errno, _listen_error(str(config.unix), exc)) from None
+        finally:
+            os.umask(previous)
+        url = f"unix:{config.unix}"
+    if config.tcp:
+        try:
+            await web.TCPSite(runner, config.host, config.port, reuse_address=True).start()
+        except OSError as exc:
+            raise OSError(exc.errno, _listen_error(f"{config.host}:{config.port}", exc)) from None
+        port = next(address[1] for address in runner.addresses if isinstance(address, tuple))
+        url = Config(host=config.host, port=port).url
+    return url
+
+
+async def _report(app: web.Application, notifier: Notifier) -> None:
+    """Keep systemd's STATUS line current and feed its watchdog while the store answers."""
+    interval = min(STATUS_INTERVAL_SECONDS, notifier.watchdog_interval or STATUS_INTERVAL_SECONDS)
+    while True:
+        try:
+            totals = await asyncio.wait_for(app[BROKER].totals(), timeout=interval)
+        except (TimeoutError, MqError) as exc:
+            log.warning("the store did not answer a health check: %s", exc or "timed out")
+        else:
+            notifier.status(f"{totals.queues} queues, {totals.messages} messages")
+            if notifier.watchdog_interval:
+                notifier.watchdog()
+        await asyncio.sleep(interval)
+
+
 async def serve(config: Config) -> int:
     """Run until a stop signal; returns the process exit status."""
     _raise_file_limit()
+    notifier = Notifier()
+    app = create_app(config)
     runner = web.AppRunner(
-        create_app(config),
+        app,
         handle_signals=False,
         access_log=None,
         keepalive_timeout=config.keepalive_timeout,
         shutdown_timeout=config.shutdown_timeout,
+        max_line_size=config.max_header_bytes,
+        max_field_size=config.max_header_bytes,
+        max_headers=config.max_headers,
     )
     try:
         await runner.setup()
     except MqError as exc:
         log.error("%s", exc)
         return 1
-    site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
     try:
-        await site.start()
+        url = await _start_sites(runner, config)
     except OSError as exc:
-        log.error("%s", _listen_error(config, exc))
+        log.error("%s", exc.strerror)
         await runner.cleanup()
         return 1
-    port = runner.addresses[0][1]
-    url = Config(host=config.host, port=port).url
     if config.pidfile is not None:
         pidfile.write(config.pidfile, url)
     log.info("mqd %s listening on %s (data in %s, fsync %s)", __version__, url, config.data_dir, config.fsync)
+    totals = await app[BROKER].totals()
+    notifier.ready(f"{totals.queues} queues, {totals.messages} messages")
+    reporter = asyncio.create_task(_report(app, notifier)) if notifier.enabled else None
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -72,9 +122,16 @@ async def serve(config: Config) -> int:
     try:
         await stop.wait()
         log.info("shutting down")
+        notifier.stopping()
+        if reporter is not None:
+            reporter.cancel()
         await runner.cleanup()
     finally:
         if config.pidfile is not None:
             pidfile.remove(config.pidfile)
+        if config.unix is not None:
+            with contextlib.suppress(OSError):
+                config.unix.unlink()
+        notifier.close()
     log.info("stopped")
     return 0

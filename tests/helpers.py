@@ -64,8 +64,8 @@ class MqdProcess:
             if url_file.exists() and self.pidfile.exists():
                 self.url = url_file.read_text().strip()
                 try:
-                    if request("GET", self.url + "/status")[0] == 200:
-                        return
+                    request("GET", self.url + "/status")  # any answer will do (401 wants a token)
+                    return
                 except OSError:
                     pass
             time.sleep(0.02)
@@ -116,10 +116,19 @@ def request(method: str, url: str, body=None, headers=None, timeout: float = 30)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as response:
             raw = response.read()
-            return response.status, json.loads(raw) if raw else None, dict(response.headers)
+            return response.status, _json_or_text(raw), dict(response.headers)
     except urllib.error.HTTPError as error:
         raw = error.read()
-        return error.code, json.loads(raw) if raw else None, dict(error.headers)
+        return error.code, _json_or_text(raw), dict(error.headers)
+
+
+def _json_or_text(raw: bytes):
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode(errors="replace")
 
 
 MQCTL = str(Path(sys.executable).with_name("mqctl"))

@@ -358,3 +358,13 @@ def test_every_subcommand_has_help():
     for name in cli.commands:
         result = CliRunner().invoke(cli, [name, "--help"])
         assert result.exit_code == 0 and "Usage:" in result.output
+
+
+def test_top_shows_depths_and_rates(running):
+    running("send", "q", "--lines", input="a\nb\nc\n")
+    result = running("top", "--iterations", "2", "--interval", "0.2")
+    assert result.returncode == 0
+    first, second = [block.splitlines() for block in result.stdout.strip().split("\n\n")]
+    assert first[0].split("\t")[:2] == ["q", "3"]
+    assert first[0].split("\t")[-3:] == ["-", "-", "-"]  # no rates before a second look
+    assert second[0].split("\t")[-3:] == ["0", "0", "0"]  # nothing moved in between

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .. import protocol
 
@@ -89,6 +89,11 @@ class Totals:
 
 class Store(abc.ABC):
     """Durable queues. Every method is one atomic step; errors come from ``mqd.errors``."""
+
+    def observe_commits(self, observer: Callable[[float, int], None]) -> None:
+        """Call ``observer(seconds, operations)`` after each commit, for metrics (may be
+        called from another thread). Stores that do not batch may ignore it."""
+        return None
 
     @abc.abstractmethod
     async def open(self) -> None:

@@ -54,9 +54,7 @@ class GroupCommitWorker:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._failure: MqError | None = None  # once set, every operation fails with it
-        self.commits = 0
-        self.committed_operations = 0
-        self.last_commit_seconds = 0.0
+        self.on_commit: Callable[[float, int], None] | None = None  # (seconds, operations)
 
     @property
     def failure(self) -> MqError | None:
@@ -116,7 +114,8 @@ class GroupCommitWorker:
             if work:
                 started = time.perf_counter()
                 self._answer(self._commit(connection, work))
-                self.last_commit_seconds = time.perf_counter() - started
+                if self.on_commit is not None:
+                    self.on_commit(time.perf_counter() - started, len(work))
             if stop:
                 return stop
 
@@ -143,8 +142,6 @@ class GroupCommitWorker:
             log.exception("store operation failed; its batch was rolled back")
             self._rollback(connection)
             return [(future, False, exc) for _, future in work]
-        self.commits += 1
-        self.committed_operations += len(work)
         return results
 
     def _storage_error(self, exc: sqlite3.Error) -> MqError:

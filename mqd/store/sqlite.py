@@ -76,11 +76,8 @@ class SQLiteStore(Store):
         self._next_key_sweep = 0.0
         self._worker = GroupCommitWorker(self._connect, on_rollback=self._load_catalogue)
 
-    @property
-    def commit_stats(self) -> tuple[int, int, float]:
-        """(commits, operations committed, seconds the last commit took)."""
-        w = self._worker
-        return w.commits, w.committed_operations, w.last_commit_seconds
+    def observe_commits(self, observer: Callable[[float, int], None]) -> None:
+        self._worker.on_commit = observer
 
     # -- life ------------------------------------------------------------------------------------
 
