@@ -25,6 +25,12 @@ def _parser() -> argparse.ArgumentParser:
     add("--no-tcp", dest="tcp", action="store_const", const="false", help="listen on --unix only")
     add("--data-dir", help="directory of the store, created if missing (default ./data)")
     add(
+        "--store",
+        metavar="URL",
+        help="postgresql://user@host/db: keep the queues in PostgreSQL, "
+        "shared by several mqd (needs pip install 'mq[postgres]'); default: SQLite in --data-dir",
+    )
+    add(
         "--fsync",
         help="always: acknowledge a write only once it is on disk (default); "
         "off: no fsync, survives a crash of mqd but not of the machine",

@@ -81,6 +81,15 @@ class Broker:
         self._lines: dict[str, _Line] = {}
         self._waiting = 0
         self._closing = False
+        store.set_listener(self)
+
+    # -- what the store reports of changes made elsewhere (other nodes on a shared database) ----
+
+    def messages_ready(self, queue: str, count: int) -> None:
+        self._notify(queue, count)
+
+    def message_due(self, queue: str, visible_at: float) -> None:
+        self._note_hidden(queue, visible_at)
 
     @property
     def waiting_receivers(self) -> int:

@@ -35,6 +35,7 @@ class Config:
     tcp: bool = True
     unix: Path | None = None
     data_dir: Path = Path(protocol.DEFAULT_DATA_DIR)
+    store: str | None = None  # a postgresql:// URL; None: the embedded SQLite store in data_dir
     fsync: str = "always"
     log_level: str = "info"
     log_format: str = "text"
@@ -121,6 +122,12 @@ def _path(text: str) -> Path:
     return Path(text)
 
 
+def _store_url(text: str) -> str:
+    if not text.startswith(("postgresql://", "postgres://")):
+        raise ValueError("must be a postgresql:// URL (leave it unset for the embedded SQLite store)")
+    return text
+
+
 def _bool(text: str) -> bool:
     value = text.lower()
     if value in ("1", "true", "yes", "on"):
@@ -137,6 +144,7 @@ SETTINGS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "tcp": ("MQD_TCP", _bool),
     "unix": ("MQD_UNIX", _path),
     "data_dir": ("MQD_DATA_DIR", _path),
+    "store": ("MQD_STORE", _store_url),
     "fsync": ("MQD_FSYNC", _choice(FSYNC_MODES)),
     "log_level": ("MQD_LOG_LEVEL", _choice(LOG_LEVELS)),
     "log_format": ("MQD_LOG_FORMAT", _choice(LOG_FORMATS)),

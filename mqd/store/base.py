@@ -17,6 +17,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from .. import protocol
 
@@ -87,8 +88,22 @@ class Totals:
     messages: int
 
 
+class StoreListener(Protocol):
+    """What a store tells the layer above about changes it did not make itself (another mqd
+    node writing to a shared database): called on the event loop's thread."""
+
+    def messages_ready(self, queue: str, count: int) -> None: ...
+
+    def message_due(self, queue: str, visible_at: float) -> None: ...
+
+
 class Store(abc.ABC):
     """Durable queues. Every method is one atomic step; errors come from ``mqd.errors``."""
+
+    def set_listener(self, listener: StoreListener) -> None:
+        """Report changes made by others to ``listener``. A store that is the only writer of its
+        data (SQLite) has nothing to report and may ignore it."""
+        return None
 
     def observe_commits(self, observer: Callable[[float, int], None]) -> None:
         """Call ``observer(seconds, operations)`` after each commit, for metrics (may be
