@@ -74,6 +74,18 @@ class _Connection:
     def close(self) -> None:
         self.sock.close()
 
+    def closed_by_peer(self) -> bool:
+        """Whether the other end has closed this idle connection (or it broke): peek, never block."""
+        if self.buffer:
+            return True  # bytes nobody asked for: the connection is out of step
+        self.sock.settimeout(0.0)  # a timeout would make recv wait for data; this must not
+        try:
+            return self.sock.recv(1, _socket.MSG_PEEK) == b""
+        except BlockingIOError:
+            return False  # nothing to read: alive and idle
+        except OSError:
+            return True
+
     def _fill(self) -> None:
         data = self.sock.recv(65536)
         if not data:
@@ -176,7 +188,8 @@ class Client:
         headers: dict[str, str] | None = None,
         wait: float = 0.0,
     ) -> Response:
-        """One request; reconnects once if a kept-alive connection was closed under us."""
+        """One request. A kept-alive connection the daemon has closed is replaced before the
+        request is sent; once sent, a request is never sent again."""
         payload = raw_body if raw_body is not None else (None if body is None else json.dumps(body).encode())
         head = f"{method} {path} HTTP/1.1\r\nHost: {self._address[2]}\r\n"
         if payload is not None:
@@ -187,32 +200,31 @@ class Client:
             head += f"{name}: {value}\r\n"
         message = (head + "\r\n").encode() + (payload or b"")
         timeout = wait + self.timeout
-        for attempt in (1, 2):
-            if self._aborted:
-                raise DaemonUnreachable(self.url, "interrupted")
-            reused = self._connection is not None
-            if not reused:
-                try:
-                    self._connection = _Connection(self._address[0], self._address[1])
-                except OSError as exc:  # refused, no such socket, no answer to the connection
-                    raise DaemonUnreachable(self.url, _reason(exc)) from None
+        if self._aborted:
+            raise DaemonUnreachable(self.url, "interrupted")
+        if self._connection is not None and self._connection.closed_by_peer():
+            self.close()  # the daemon closed an idle connection: use a fresh one
+        if self._connection is None:
             try:
-                status, reply_headers, reply = self._connection.exchange(message, timeout, method)
-            except TimeoutError:
-                self.close()
-                raise DaemonTimeout(f"mqd at {self.url} did not answer within {timeout:g} seconds") from None
-            except (OSError, _EmptyReply) as exc:
-                self.close()
-                if reused and attempt == 1:
-                    continue  # the daemon closed an idle connection: try once on a fresh one
+                self._connection = _Connection(self._address[0], self._address[1])
+            except OSError as exc:  # refused, no such socket, no answer to the connection
                 raise DaemonUnreachable(self.url, _reason(exc)) from None
-            except _NotHttp as exc:
-                self.close()
-                raise ClientError(f"{self.url} does not answer like mqd (it said {exc})") from None
-            if reply_headers.get("connection", "").lower() == "close":
-                self.close()
-            return Response(status, reply_headers, reply)
-        raise AssertionError("unreachable")
+        try:
+            status, reply_headers, reply = self._connection.exchange(message, timeout, method)
+        except TimeoutError:
+            self.close()
+            raise DaemonTimeout(f"mqd at {self.url} did not answer within {timeout:g} seconds") from None
+        except (OSError, _EmptyReply) as exc:
+            # Never resent: the daemon may have acted on it before the connection broke (a send
+            # stored, a receive taken), and a second copy would be a duplicate.
+            self.close()
+            raise DaemonUnreachable(self.url, _reason(exc)) from None
+        except _NotHttp as exc:
+            self.close()
+            raise ClientError(f"{self.url} does not answer like mqd (it said {exc})") from None
+        if reply_headers.get("connection", "").lower() == "close":
+            self.close()
+        return Response(status, reply_headers, reply)
 
     def _call(self, method: str, path: str, body: Any = None, **options: Any) -> Response:
         response = self.request(method, path, body, **options)

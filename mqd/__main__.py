@@ -35,6 +35,23 @@ def _parser() -> argparse.ArgumentParser:
         help="always: acknowledge a write only once it is on disk (default); "
         "off: no fsync, survives a crash of mqd but not of the machine",
     )
+    add(
+        "--min-free-bytes",
+        help="refuse new messages (507) while the data directory's disk has less "
+        "free space than this (default 67108864: 64 MiB)",
+    )
+    add(
+        "--verify",
+        action="store_true",
+        help="check the whole store (every message's checksum) and exit: "
+        "0 if it is sound, 1 if it is damaged",
+    )
+    add(
+        "--repair",
+        action="store_true",
+        help="start even though the store lost acknowledged messages or has "
+        "damaged ones: copy the damaged files aside, set damaged messages apart, keep the rest",
+    )
     add("--token-file", help="file (mode 600) holding the access token clients must send (or set MQD_TOKEN)")
     add(
         "--insecure",
@@ -65,8 +82,22 @@ def main(argv: list[str] | None = None) -> None:
     if options["print_config"]:
         print(config.describe(settings))
         return
+    if options["verify"]:
+        sys.exit(_verify(settings))
     logs.configure(settings.log_level, settings.log_format)
     sys.exit(asyncio.run(_serve(settings)))
+
+
+def _verify(settings: config.Config) -> int:
+    from .errors import MqError
+    from .store.sqlite import SQLiteStore
+
+    try:
+        print(SQLiteStore(settings.data_dir).verify())
+    except MqError as exc:
+        print(f"mqd: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 async def _serve(settings: config.Config) -> int:

@@ -366,8 +366,13 @@ async def extend(request: web.Request) -> web.Response:
 async def status(request: web.Request) -> web.Response:
     _query(request, set())
     broker = _broker(request)
-    totals = await broker.totals()
     config = request.app[CONFIG]
+    failure = broker.store.failure()
+    if failure is not None:  # unhealthy: say why, with a status a health check notices
+        return json_reply(
+            {"status": "failed", "error": failure, "version": __version__, "pid": os.getpid()}, 503
+        )
+    totals = await broker.totals()
     return json_reply(
         {
             "status": "ok",

@@ -16,7 +16,12 @@ from .store.sqlite import SQLiteStore
 
 
 def create_store(config: Config) -> Store:
-    return SQLiteStore(config.data_dir, fsync=config.fsync == "always")
+    return SQLiteStore(
+        config.data_dir,
+        fsync=config.fsync == "always",
+        min_free_bytes=config.min_free_bytes,
+        repair=config.repair,
+    )
 
 
 def create_app(config: Config) -> web.Application:

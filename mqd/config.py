@@ -37,6 +37,8 @@ class Config:
     data_dir: Path = Path(protocol.DEFAULT_DATA_DIR)
     store: str | None = None  # a postgresql:// URL; None: the embedded SQLite store in data_dir
     fsync: str = "always"
+    min_free_bytes: int = 64 * 1024 * 1024
+    repair: bool = False  # --repair only: never from the environment or a file
     log_level: str = "info"
     log_format: str = "text"
     max_body_bytes: int = protocol.DEFAULT_MAX_BODY_BYTES
@@ -99,6 +101,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = _float(text)
     if not value > 0:
@@ -146,6 +155,7 @@ SETTINGS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "data_dir": ("MQD_DATA_DIR", _path),
     "store": ("MQD_STORE", _store_url),
     "fsync": ("MQD_FSYNC", _choice(FSYNC_MODES)),
+    "min_free_bytes": ("MQD_MIN_FREE_BYTES", _non_negative_int),
     "log_level": ("MQD_LOG_LEVEL", _choice(LOG_LEVELS)),
     "log_format": ("MQD_LOG_FORMAT", _choice(LOG_FORMATS)),
     "max_body_bytes": ("MQD_MAX_BODY_BYTES", _positive_int),
@@ -203,6 +213,7 @@ def load(flags: Mapping[str, Any], environ: Mapping[str, str] = os.environ) -> C
         except ValueError as exc:
             raise ConfigError(f"{source}={raw!r}: {exc}") from None
     values["token"] = _token(values.get("token_file"), environ)
+    values["repair"] = bool(flags.get("repair"))
     config = Config(**values)
     _check(config)
     return config

@@ -100,6 +100,10 @@ class StoreListener(Protocol):
 class Store(abc.ABC):
     """Durable queues. Every method is one atomic step; errors come from ``mqd.errors``."""
 
+    def failure(self) -> str | None:
+        """Why the store refuses all work since a fault it cannot recover from, if it does."""
+        return None
+
     def set_listener(self, listener: StoreListener) -> None:
         """Report changes made by others to ``listener``. A store that is the only writer of its
         data (SQLite) has nothing to report and may ignore it."""

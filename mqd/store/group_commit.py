@@ -35,6 +35,8 @@ MAX_OPERATIONS_PER_COMMIT = 4096
 # SQLite primary result codes (the low byte of the extended code).
 _SQLITE_FULL = 13
 _SQLITE_IOERR = 10
+_SQLITE_CORRUPT = 11
+_SQLITE_NOTADB = 26
 
 
 class GroupCommitWorker:
@@ -55,6 +57,7 @@ class GroupCommitWorker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._failure: MqError | None = None  # once set, every operation fails with it
         self.on_commit: Callable[[float, int], None] | None = None  # (seconds, operations)
+        self.after_commit: Callable[[], None] | None = None  # durable bookkeeping before replies
 
     @property
     def failure(self) -> MqError | None:
@@ -142,24 +145,36 @@ class GroupCommitWorker:
             log.exception("store operation failed; its batch was rolled back")
             self._rollback(connection)
             return [(future, False, exc) for _, future in work]
+        if self.after_commit is not None:
+            try:
+                self.after_commit()
+            except OSError as exc:
+                error = self._fail(f"recording the commit failed ({exc.strerror or exc})")
+                return [(future, False, error) for _, future in work]
         return results
 
     def _storage_error(self, exc: sqlite3.Error) -> MqError:
         code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
         if code == _SQLITE_FULL:
             log.error("the disk is full: %s", exc)
-            return StorageFull("The data directory's disk is full; the message was not stored.")
+            return StorageFull("The data directory's disk is full; the operation was not carried out.")
         if code == _SQLITE_IOERR:
             # After a failed fsync the kernel may have dropped the dirty pages: retrying could
             # report success for data that is gone (PostgreSQL's fsyncgate). Stop writing.
-            self._failure = StorageFailed(
-                "The store hit an I/O error; the outcome of the last writes is unknown and mqd "
-                "accepts no more writes until it is restarted."
-            )
-            log.critical("I/O error in the store, refusing all further writes: %s", exc)
-            return self._failure
+            return self._fail(f"an I/O error ({exc})")
+        if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+            return self._fail(f"the database is damaged ({exc}); stop mqd and run mqd --verify")
         log.error("store error: %s", exc)
         return StorageFailed(f"The store failed: {exc}.")
+
+    def _fail(self, cause: str) -> MqError:
+        """Enter the failed state: every later operation is refused until mqd is restarted."""
+        self._failure = StorageFailed(
+            f"The store failed: {cause}. The outcome of the last writes is unknown; mqd accepts no "
+            "more operations until it is restarted."
+        )
+        log.critical("store failure, refusing all further operations: %s", cause)
+        return self._failure
 
     def _rollback(self, connection: sqlite3.Connection) -> None:
         try:

@@ -12,6 +12,7 @@ the change, so nothing counts rows on the hot path.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import fcntl
 import logging
@@ -30,6 +31,7 @@ from ..errors import (
     QueueConflict,
     QueueNotFound,
     ReceiptNotFound,
+    StorageFull,
 )
 from .base import (
     Delivery,
@@ -43,6 +45,7 @@ from .base import (
     Totals,
 )
 from .group_commit import GroupCommitWorker
+from .integrity import HIGH_WATER_FILE, HighWaterMark, accept_loss, verify
 from .schema import APPLICATION_ID, SCHEMA, SCHEMA_VERSION
 
 log = logging.getLogger("mqd.store")
@@ -50,6 +53,8 @@ log = logging.getLogger("mqd.store")
 DATABASE_FILE = "mq.sqlite3"
 LOCK_FILE = "mqd.lock"
 KEY_SWEEP_INTERVAL_SECONDS = 60.0
+DEFAULT_MIN_FREE_BYTES = 64 * 1024 * 1024
+SPACE_CHECK_INTERVAL_SECONDS = 0.25
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,18 +68,30 @@ class SQLiteStore(Store):
     """Queues in ``<data_dir>/mq.sqlite3``; only the worker thread touches the connection."""
 
     def __init__(
-        self, data_dir: str | os.PathLike, *, fsync: bool = True, clock: Callable[[], float] = time.time
+        self,
+        data_dir: str | os.PathLike,
+        *,
+        fsync: bool = True,
+        min_free_bytes: int = DEFAULT_MIN_FREE_BYTES,
+        repair: bool = False,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.path = self.data_dir / DATABASE_FILE
         self.fsync = fsync
+        self.min_free_bytes = min_free_bytes
+        self.repair = repair
         self._clock = clock
         self._lock_fd: int | None = None
-        # Worker-thread state: the queue catalogue and the next message id.
+        self._mark = HighWaterMark(self.data_dir / HIGH_WATER_FILE, fsync=fsync)
+        # Worker-thread state: the queue catalogue, the next message id, the free-space verdict.
         self._queues: dict[str, _QueueRow] = {}
         self._next_id = 1
         self._next_key_sweep = 0.0
+        self._space_checked_at = -1.0
+        self._space_low = False
         self._worker = GroupCommitWorker(self._connect, on_rollback=self._load_catalogue)
+        self._worker.after_commit = self._record_high_water
 
     def observe_commits(self, observer: Callable[[float, int], None]) -> None:
         self._worker.on_commit = observer
@@ -84,14 +101,45 @@ class SQLiteStore(Store):
     async def open(self) -> None:
         self._lock_data_dir()
         try:
+            await asyncio.to_thread(self._check)
+            self._mark.open()
             await self._worker.start()
         except BaseException:
+            self._mark.close()
             self._unlock_data_dir()
             raise
 
+    def _check(self) -> None:
+        """Verify the data before writing to it; with ``repair``, keep what is left of damage."""
+        try:
+            log.info("checked %s: %s", self.path, verify(self.path, self._mark))
+        except DataCorrupt:
+            if not self.repair:
+                raise
+            accept_loss(self.path, self._mark)
+            log.info("checked %s: %s", self.path, verify(self.path, self._mark))
+
     async def close(self) -> None:
         await self._worker.stop()
+        self._mark.close()
         self._unlock_data_dir()
+
+    def verify(self) -> str:
+        """The full check (every checksum), for ``mqd --verify``; takes the data directory's lock
+        so it never runs beside a daemon."""
+        self._lock_data_dir()
+        try:
+            return verify(self.path, self._mark, full=True)
+        finally:
+            self._unlock_data_dir()
+
+    def failure(self) -> str | None:
+        failure = self._worker.failure
+        return str(failure) if failure is not None else None
+
+    def _record_high_water(self) -> None:
+        """After each commit, before anyone hears of it: the highest id stored, on disk."""
+        self._mark.advance(self._next_id - 1)
 
     def _lock_data_dir(self) -> None:
         """Hold an exclusive lock on the data directory: two daemons on one store would each
@@ -331,6 +379,7 @@ class SQLiteStore(Store):
 
     def _send(self, connection, name: str, messages: Sequence[NewMessage]) -> SendResult:
         row = self._row(name)
+        self._check_space()
         now = self._clock()
         window = row.queue.settings.dedup_window
         if any(m.key is not None for m in messages):
@@ -375,6 +424,20 @@ class SQLiteStore(Store):
         if keys:
             connection.executemany("INSERT OR REPLACE INTO idempotency_keys VALUES (?, ?, ?, ?)", keys)
         return SendResult(ids, duplicates, ready)
+
+    def _check_space(self) -> None:
+        """Refuse new messages while the disk is nearly full: SQLite needs room even to delete,
+        so receives and acks must keep a reserve to work with."""
+        now = time.monotonic()
+        if now - self._space_checked_at >= SPACE_CHECK_INTERVAL_SECONDS:
+            usage = os.statvfs(self.data_dir)
+            self._space_low = usage.f_bavail * usage.f_frsize < self.min_free_bytes
+            self._space_checked_at = now
+        if self._space_low:
+            raise StorageFull(
+                f"The disk of {self.data_dir} has less than {self.min_free_bytes // (1024 * 1024)} MiB free; "
+                "no new messages are taken until there is room (receives and acks still work)."
+            )
 
     def _sweep_keys(self, connection, now: float) -> None:
         if now >= self._next_key_sweep:
