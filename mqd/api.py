@@ -190,9 +190,7 @@ def _queue_name(value: Any) -> str:
     return value
 
 
-def _idempotency_key(value: Any, source: str) -> str | None:
-    if value is None:
-        return None
+def _idempotency_key(value: Any, source: str) -> str:
     if not isinstance(value, str) or not 1 <= len(value) <= protocol.MAX_IDEMPOTENCY_KEY_LENGTH:
         raise InvalidArgument(
             f"{source} must be a string of 1 to {protocol.MAX_IDEMPOTENCY_KEY_LENGTH} characters."
@@ -212,7 +210,7 @@ def _new_message(item: Any, where: str, header_key: str | None = None) -> NewMes
         raise InvalidArgument(f"Cannot store the content of {where}: {exc}.") from None
     delay = item.get("delay", 0)
     delay = _number(delay, "delay", 0, protocol.MAX_DELAY_SECONDS)
-    key = _idempotency_key(item.get("key"), f"'key' of {where}") or header_key
+    key = _idempotency_key(item["key"], f"'key' of {where}") if "key" in item else header_key
     return NewMessage(content, delay, key)
 
 
@@ -233,12 +231,11 @@ def _name(request: web.Request) -> str:
 
 
 def _settings(body: dict[str, Any]) -> QueueSettings:
-    max_attempts = body.get("max_attempts")
-    if max_attempts is not None:
-        max_attempts = _number(max_attempts, "max_attempts", 1, 1000, integer=True)
-    dead_letter_queue = body.get("dead_letter_queue")
-    if dead_letter_queue is not None:
-        dead_letter_queue = _queue_name(dead_letter_queue)
+    max_attempts = dead_letter_queue = None
+    if "max_attempts" in body:
+        max_attempts = _number(body["max_attempts"], "max_attempts", 1, 1000, integer=True)
+    if "dead_letter_queue" in body:
+        dead_letter_queue = _queue_name(body["dead_letter_queue"])
     dedup_window = body.get("dedup_window", protocol.DEFAULT_DEDUP_WINDOW_SECONDS)
     dedup_window = _number(dedup_window, "dedup_window", 0, protocol.MAX_DEDUP_WINDOW_SECONDS)
     return QueueSettings(max_attempts, dead_letter_queue, dedup_window)
@@ -291,8 +288,9 @@ async def redrive(request: web.Request) -> web.Response:
 async def send(request: web.Request) -> web.Response:
     _query(request, set())
     name = _name(request)
-    header_key = _idempotency_key(
-        request.headers.get(protocol.IDEMPOTENCY_KEY_HEADER), f"The {protocol.IDEMPOTENCY_KEY_HEADER} header"
+    header = request.headers.get(protocol.IDEMPOTENCY_KEY_HEADER)
+    header_key = (
+        None if header is None else _idempotency_key(header, f"The {protocol.IDEMPOTENCY_KEY_HEADER} header")
     )
     body = await read_object(request, {"content", "delay", "key", "messages"})
     if "messages" in body:
@@ -316,7 +314,7 @@ async def receive(request: web.Request) -> web.Response:
     _query(request, {"count", "wait", "lease"})
     name = _name(request)
     count = _query_number(request, "count", 1, protocol.MAX_BATCH, integer=True)
-    wait = _query_number(request, "wait", 0, protocol.MAX_WAIT_SECONDS) or 0.0
+    wait = _query_number(request, "wait", 0, request.app[CONFIG].max_wait) or 0.0
     lease = _query_number(request, "lease", protocol.MIN_LEASE_SECONDS, protocol.MAX_LEASE_SECONDS)
     deliveries = await _broker(request).receive(name, count=count or 1, lease=lease, wait=wait)
     if not deliveries:

@@ -34,7 +34,7 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_store_and_broker)
     app.on_shutdown.append(_answer_waiting_receivers)
     api.add_routes(app)
-    openapi.add_route(app)
+    openapi.add_route(app, config.max_wait)
     return app
 
 

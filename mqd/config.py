@@ -46,6 +46,7 @@ class Config:
     max_headers: int = 100
     keepalive_timeout: float = 60.0
     max_waiters: int = 4096
+    max_wait: float = protocol.MAX_WAIT_SECONDS
     shutdown_timeout: float = 10.0
     pidfile: Path | None = None
     token_file: Path | None = None
@@ -115,6 +116,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _max_wait(text: str) -> float:
+    value = _float(text)
+    if not 0 <= value <= protocol.MAX_WAIT_SECONDS:
+        raise ValueError(f"must be from 0 to {protocol.MAX_WAIT_SECONDS}")
+    return value
+
+
 def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
     def parse(text: str) -> str:
         value = text.lower()
@@ -163,6 +171,7 @@ SETTINGS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "max_headers": ("MQD_MAX_HEADERS", _positive_int),
     "keepalive_timeout": ("MQD_KEEPALIVE_TIMEOUT", _positive_float),
     "max_waiters": ("MQD_MAX_WAITERS", _positive_int),
+    "max_wait": ("MQD_MAX_WAIT", _max_wait),
     "shutdown_timeout": ("MQD_SHUTDOWN_TIMEOUT", _positive_float),
     "pidfile": ("MQD_PIDFILE", _path),
     "token_file": ("MQD_TOKEN_FILE", _path),

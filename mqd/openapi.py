@@ -57,11 +57,16 @@ COUNT = _query(
     {"type": "integer", "minimum": 1, "maximum": protocol.MAX_BATCH},
     'Up to this many messages, oldest first; the reply is then {"messages": [...]}.',
 )
-WAIT = _query(
-    "wait",
-    {"type": "number", "minimum": 0, "maximum": protocol.MAX_WAIT_SECONDS},
-    "Long-poll: wait up to this many seconds for a message before answering 204.",
-)
+
+
+def _wait(max_wait: float) -> dict[str, Any]:
+    return _query(
+        "wait",
+        {"type": "number", "minimum": 0, "maximum": max_wait},
+        "Long-poll: wait up to this many seconds for a message before answering 204.",
+    )
+
+
 LEASE = _query(
     "lease",
     {"type": "number", "minimum": protocol.MIN_LEASE_SECONDS, "maximum": protocol.MAX_LEASE_SECONDS},
@@ -91,6 +96,7 @@ SCHEMAS: dict[str, Any] = {
     "QueueSettings": {
         "type": "object",
         "required": ["name"],
+        "dependentRequired": {"max_attempts": ["dead_letter_queue"], "dead_letter_queue": ["max_attempts"]},
         "additionalProperties": False,
         "properties": {
             "name": {"type": "string", "pattern": NAME["schema"]["pattern"]},
@@ -159,7 +165,7 @@ SCHEMAS: dict[str, Any] = {
 }
 
 
-def _paths() -> dict[str, Any]:
+def _paths(max_wait: float) -> dict[str, Any]:
     queue_only = [NAME]
     return {
         "/status": {
@@ -176,7 +182,9 @@ def _paths() -> dict[str, Any]:
                     "201": _json(_ref("Queue"), "Created."),
                     "200": _json(_ref("Queue"), "It already existed with these settings."),
                     "400": BAD,
-                    "409": _error("It exists with other settings."),
+                    "409": _error(
+                        "It exists with other settings, or its dead-letter queue is missing or itself."
+                    ),
                     "413": TOO_LARGE,
                     "415": NOT_JSON,
                 },
@@ -242,7 +250,7 @@ def _paths() -> dict[str, Any]:
             },
             "get": {
                 "summary": "Receive the oldest message(s): removed, or leased with ?lease",
-                "parameters": [COUNT, WAIT, LEASE],
+                "parameters": [COUNT, _wait(max_wait), LEASE],
                 "responses": {
                     "200": _json(
                         {"oneOf": [_ref("Message"), _ref("Messages")]}, "A message, or with ?count a list."
@@ -374,7 +382,8 @@ def _with_refusals(paths: dict[str, Any]) -> dict[str, Any]:
     return paths
 
 
-def document() -> dict[str, Any]:
+def document(max_wait: float = protocol.MAX_WAIT_SECONDS) -> dict[str, Any]:
+    """The document; ``max_wait`` is the daemon's configured cap on long-polls."""
     return {
         "openapi": "3.1.0",
         "info": {
@@ -382,13 +391,13 @@ def document() -> dict[str, Any]:
             "version": __version__,
             "description": 'Durable named FIFO queues over HTTP. Every error is {"error": "..."}.',
         },
-        "paths": _with_refusals(_paths()),
+        "paths": _with_refusals(_paths(max_wait)),
         "components": {"schemas": SCHEMAS},
     }
 
 
-def add_route(app: web.Application) -> None:
-    text = json.dumps(document(), indent=1)
+def add_route(app: web.Application, max_wait: float) -> None:
+    text = json.dumps(document(max_wait), indent=1)
 
     async def serve_document(request: web.Request) -> web.Response:
         return web.Response(text=text, content_type="application/json")

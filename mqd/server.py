@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import json
 import logging
 import os
 import resource
 import signal
 
-from aiohttp import web
+from aiohttp import web, web_protocol
 
 from . import __version__, pidfile
 from .app import create_app
@@ -23,6 +24,42 @@ from .systemd import Notifier
 log = logging.getLogger("mqd")
 
 STATUS_INTERVAL_SECONDS = 5.0
+
+
+class _RequestHandler(web_protocol.RequestHandler):
+    """aiohttp's connection handler, except for requests its HTTP parser rejects (a bad header,
+    one too long, too many): they get the API's JSON error and one log line, not a plain-text
+    body and a traceback."""
+
+    __slots__ = ()
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if status >= 500 or request.writer.output_size > 0:
+            return super().handle_error(request, status, exc, message)
+        reason = (getattr(exc, "message", None) or message or "malformed request").strip().splitlines()[0]
+        log.warning("refused a malformed HTTP request from %s: %s", request.remote, reason.rstrip(":"))
+        text = json.dumps({"error": f"The HTTP request is malformed ({reason.rstrip(':')})."})
+        response = web.Response(status=status, text=text, content_type="application/json")
+        response.force_close()
+        return response
+
+
+def _use_json_protocol_errors(server: web.Server) -> None:
+    """Make ``server`` build our handler: same class layout, one method overridden."""
+
+    class Server(type(server)):
+        def __call__(self) -> web_protocol.RequestHandler:
+            handler = super().__call__()
+            handler.__class__ = _RequestHandler
+            return handler
+
+    server.__class__ = Server
 
 
 def _raise_file_limit() -> None:
@@ -102,6 +139,7 @@ async def serve(config: Config) -> int:
     except MqError as exc:
         log.error("%s", exc)
         return 1
+    _use_json_protocol_errors(runner.server)
     try:
         url = await _start_sites(runner, config)
     except OSError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -48,7 +49,8 @@ class MqdProcess:
     def start(self, wait: bool = True) -> MqdProcess:
         url_file = self.data_dir / "mqd.url"
         for stale in (url_file, self.pidfile):
-            stale.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # a read-only data directory, for one
+                stale.unlink(missing_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(self.command(), stdout=log, stderr=log, env=self.env)
         if wait:

@@ -59,17 +59,17 @@ async def test_create_queue_with_other_settings_conflicts(store, q):
 
 
 @pytest.mark.parametrize(
-    "settings",
+    ("settings", "error"),
     [
-        QueueSettings(max_attempts=3, dead_letter_queue="missing"),
-        QueueSettings(max_attempts=3),
-        QueueSettings(dead_letter_queue="q"),
-        QueueSettings(max_attempts=3, dead_letter_queue="self"),
+        (QueueSettings(max_attempts=3, dead_letter_queue="missing"), QueueConflict),
+        (QueueSettings(max_attempts=3, dead_letter_queue="self"), QueueConflict),
+        (QueueSettings(max_attempts=3), InvalidArgument),
+        (QueueSettings(dead_letter_queue="q"), InvalidArgument),
     ],
-    ids=["dlq-missing", "attempts-without-dlq", "dlq-without-attempts", "own-dlq"],
+    ids=["dlq-missing", "own-dlq", "attempts-without-dlq", "dlq-without-attempts"],
 )
-async def test_create_queue_rejects_bad_dead_letter_settings(store, q, settings):
-    with pytest.raises(InvalidArgument):
+async def test_create_queue_rejects_bad_dead_letter_settings(store, q, settings, error):
+    with pytest.raises(error):
         await store.create_queue("self", settings)
 
 

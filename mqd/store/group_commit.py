@@ -58,6 +58,7 @@ class GroupCommitWorker:
         self._failure: MqError | None = None  # once set, every operation fails with it
         self.on_commit: Callable[[float, int], None] | None = None  # (seconds, operations)
         self.after_commit: Callable[[], None] | None = None  # durable bookkeeping before replies
+        self.before_batch: Callable[[], None] | None = None
 
     @property
     def failure(self) -> MqError | None:
@@ -126,6 +127,8 @@ class GroupCommitWorker:
         if self._failure is not None:
             return [(future, False, self._failure) for _, future in work]
         results = []
+        if self.before_batch is not None:
+            self.before_batch()
         try:
             connection.execute("BEGIN IMMEDIATE")
             for operation, future in work:

@@ -45,9 +45,11 @@ class HighWaterMark:
     def read(self) -> int:
         """The recorded id (0 if there is no record yet); DataCorrupt if the record is damaged."""
         try:
-            text = self.path.read_text().strip()
+            text = self.path.read_text().strip("\0 \n")
         except FileNotFoundError:
             return 0
+        if not text:
+            return 0  # created, but the power went before its first record reached the disk
         number, _, check = text.partition(" ")
         if not number.isdigit() or check != str(zlib.crc32(number.encode())):
             raise DataCorrupt(
@@ -57,7 +59,10 @@ class HighWaterMark:
 
     def open(self) -> None:
         self.value = self.read()
+        existed = self.path.exists()
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        if not existed and self.fsync:
+            _fsync_directory(self.path.parent)  # so the file itself survives a power cut
 
     def advance(self, value: int) -> None:
         """Record ``value`` durably (called after the commit that stored it, before replying)."""
@@ -76,6 +81,14 @@ class HighWaterMark:
             self._fd = None
 
 
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def verify(database: Path, mark: HighWaterMark, *, full: bool = False) -> str:
     """Check the database before it is opened for writing; returns a summary, raises DataCorrupt.
 
@@ -84,6 +97,8 @@ def verify(database: Path, mark: HighWaterMark, *, full: bool = False) -> str:
     with ``full``).
     """
     recorded = mark.read()
+    if database.with_name(database.name + "-journal").exists():
+        _roll_back_hot_journal(database)
     if not database.exists() or database.stat().st_size == 0:
         if recorded:
             raise DataCorrupt(
@@ -103,6 +118,19 @@ def verify(database: Path, mark: HighWaterMark, *, full: bool = False) -> str:
         connection.close()
 
 
+def _roll_back_hot_journal(database: Path) -> None:
+    """A rollback journal beside the database is SQLite's own undo log of an interrupted
+    transaction (only the one that creates the store runs outside the WAL); a read-only
+    connection cannot apply it, so let SQLite do its standard recovery first."""
+    connection = sqlite3.connect(database, isolation_level=None)
+    try:
+        connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError:
+        pass  # the read-only check that follows reports what is wrong
+    finally:
+        connection.close()
+
+
 def _verify(
     connection: sqlite3.Connection, database: Path, recorded: int, mark_path: Path, full: bool
 ) -> str:
@@ -110,6 +138,11 @@ def _verify(
         tables = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
         if tables:
             raise DataCorrupt(f"{database} is not an mq database; it was left untouched.")
+        if recorded:
+            raise DataCorrupt(
+                f"{database} holds no queues, but {mark_path} says messages up to {recorded} were "
+                "acknowledged: its write-ahead log was lost. Restore from a backup, or run mqd --repair."
+            )
         return "new store"
     problems = [row[0] for row in connection.execute("PRAGMA quick_check(5)")]
     if problems != ["ok"]:
