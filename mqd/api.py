@@ -11,7 +11,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import hdrs, web
@@ -63,6 +63,9 @@ EXTRA_HEADERS: dict[type[MqError], dict[str, str]] = {
 }
 
 
+JSON_HEADERS = {hdrs.CONTENT_TYPE: "application/json; charset=utf-8"}
+
+
 # -- errors -------------------------------------------------------------------------------------
 
 
@@ -87,25 +90,20 @@ def _describe_http_error(request: web.Request, exc: web.HTTPException) -> str:
     return f"{exc.reason}."
 
 
-@web.middleware
-async def error_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except MqError as exc:
+def response_for_error(request: web.Request, exc: Exception) -> web.Response:
+    """The one place an exception becomes a reply: the status for its class, one sentence."""
+    if isinstance(exc, MqError):
         status = STATUS_OF_ERROR.get(type(exc), 500)
         if status >= 500:
             log.error("%s %s: %s", request.method, request.path, exc)
         return error_response(status, str(exc), EXTRA_HEADERS.get(type(exc)))
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
+    if isinstance(exc, web.HTTPException) and exc.status >= 400:
         headers = {k: v for k, v in exc.headers.items() if k in (hdrs.ALLOW, hdrs.RETRY_AFTER)}
         return error_response(exc.status, _describe_http_error(request, exc), headers)
-    except Exception:
-        log.exception("%s %s failed", request.method, request.path)
-        return error_response(500, "mqd failed to handle this request; the error is in its log.")
+    if isinstance(exc, web.HTTPException):
+        raise exc  # a redirect or success raised as an exception: not an error
+    log.error("%s %s failed", request.method, request.path, exc_info=exc)
+    return error_response(500, "mqd failed to handle this request; the error is in its log.")
 
 
 # -- request parsing ----------------------------------------------------------------------------
@@ -177,6 +175,8 @@ def _query_number(request: web.Request, name: str, low: float, high: float, *, i
 
 
 def _query(request: web.Request, allowed: set[str]) -> None:
+    if not request.query_string:
+        return
     _reject_unknown(request.query, allowed, "query parameter")
     for name in request.query:
         if len(request.query.getall(name)) > 1:
@@ -216,7 +216,7 @@ def _new_message(item: Any, where: str, header_key: str | None = None) -> NewMes
 
 def json_reply(body: Any, status: int = 200) -> web.Response:
     text = body if isinstance(body, str) else wire.dumps(body)
-    return web.Response(status=status, text=text, content_type="application/json")
+    return web.Response(status=status, body=text.encode(), headers=JSON_HEADERS)
 
 
 def _broker(request: web.Request) -> Broker:

@@ -12,7 +12,7 @@ import bisect
 import os
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 
 from aiohttp import web
 
@@ -67,24 +67,14 @@ class Metrics:
         self.commit_latency.observe(seconds)
         self.commit_operations.observe(operations)
 
-    def middleware(self):
-        @web.middleware
-        async def measure(
-            request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-        ) -> web.StreamResponse:
-            started = time.perf_counter()
-            response = await handler(request)
-            resource = request.match_info.route.resource
-            route = resource.canonical if resource is not None else "unmatched"
-            key = (route, request.method)
-            self.requests[(*key, response.status)] += 1
-            histogram = self.latency.get(key)
-            if histogram is None:
-                histogram = self.latency[key] = Histogram(LATENCY_BUCKETS)
-            histogram.observe(time.perf_counter() - started)
-            return response
-
-        return measure
+    def observe_request(self, request: web.Request, status: int, seconds: float) -> None:
+        resource = request.match_info.route.resource
+        key = (resource.canonical if resource is not None else "unmatched", request.method)
+        self.requests[(*key, status)] += 1
+        histogram = self.latency.get(key)
+        if histogram is None:
+            histogram = self.latency[key] = Histogram(LATENCY_BUCKETS)
+        histogram.observe(seconds)
 
     async def render(self, broker: Broker) -> str:
         out: list[str] = []

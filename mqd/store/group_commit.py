@@ -19,7 +19,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
 from ..errors import MqError, StorageFailed, StorageFull
@@ -30,6 +30,34 @@ T = TypeVar("T")
 Operation = Callable[[sqlite3.Connection], Any]
 
 _STOP = object()
+
+
+class SharedOperation:
+    """An operation that runs together with its neighbours of the same ``kind`` in a batch.
+
+    Sixteen producers sending to one queue become one INSERT of sixteen rows, sixteen consumers
+    one SELECT and one DELETE: the SQL is paid per batch, not per request. ``run_all(connection,
+    requests)`` returns one result per request, in order; a result that is an ``MqError`` fails
+    that request alone (it must be decided before anything is written), and an ``MqError``
+    raised fails the whole group.
+    """
+
+    __slots__ = ("kind", "request", "run_all")
+
+    def __init__(
+        self, kind: Hashable, run_all: Callable[[sqlite3.Connection, list], list], request: Any
+    ) -> None:
+        self.kind = kind
+        self.run_all = run_all
+        self.request = request
+
+    def __call__(self, connection: sqlite3.Connection) -> Any:
+        (result,) = self.run_all(connection, [self.request])
+        if isinstance(result, MqError):
+            raise result
+        return result
+
+
 MAX_OPERATIONS_PER_COMMIT = 4096
 
 # SQLite primary result codes (the low byte of the extended code).
@@ -131,14 +159,11 @@ class GroupCommitWorker:
             self.before_batch()
         try:
             connection.execute("BEGIN IMMEDIATE")
-            for operation, future in work:
-                connection.execute("SAVEPOINT operation")
-                try:
-                    results.append((future, True, operation(connection)))
-                except MqError as exc:
-                    connection.execute("ROLLBACK TO operation")
-                    results.append((future, False, exc))
-                connection.execute("RELEASE operation")
+            start = 0
+            while start < len(work):
+                end = _end_of_group(work, start)
+                results += _run_group(connection, work[start:end])
+                start = end
             connection.execute("COMMIT")
         except sqlite3.Error as exc:
             error = self._storage_error(exc)
@@ -192,6 +217,37 @@ class GroupCommitWorker:
         assert self._loop is not None
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
             self._loop.call_soon_threadsafe(_settle, results)
+
+
+def _end_of_group(work: list, start: int) -> int:
+    """Where the run of operations that share their SQL with work[start] ends."""
+    first = work[start][0]
+    end = start + 1
+    if isinstance(first, SharedOperation):
+        while (
+            end < len(work) and isinstance(work[end][0], SharedOperation) and work[end][0].kind == first.kind
+        ):
+            end += 1
+    return end
+
+
+def _run_group(connection: sqlite3.Connection, group: list) -> list:
+    """Run one operation, or a group of shared ones, inside a savepoint of its own."""
+    connection.execute("SAVEPOINT operation")
+    try:
+        first = group[0][0]
+        if len(group) == 1:
+            values = [first(connection)]
+        else:
+            values = first.run_all(connection, [operation.request for operation, _ in group])
+    except MqError as exc:
+        connection.execute("ROLLBACK TO operation")
+        values = [exc] * len(group)
+    connection.execute("RELEASE operation")
+    return [
+        (future, not isinstance(value, MqError), value)
+        for (_, future), value in zip(group, values, strict=True)
+    ]
 
 
 def _settle(results: list) -> None:

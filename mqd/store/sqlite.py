@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import fcntl
+import functools
 import logging
 import os
 import secrets
@@ -44,7 +45,7 @@ from .base import (
     Store,
     Totals,
 )
-from .group_commit import GroupCommitWorker
+from .group_commit import GroupCommitWorker, SharedOperation
 from .integrity import HIGH_WATER_FILE, HighWaterMark, accept_loss, verify
 from .schema import APPLICATION_ID, SCHEMA, SCHEMA_VERSION
 
@@ -259,10 +260,14 @@ class SQLiteStore(Store):
         return await self._run(self._totals)
 
     async def send(self, name: str, messages: Sequence[NewMessage]) -> SendResult:
-        return await self._run(self._send, name, messages)
+        send_all = functools.partial(self._send_all, name=name)
+        return await self._worker.run(SharedOperation(("send", name), send_all, messages))
 
     async def receive(self, name: str, count: int, lease: float | None) -> ReceiveResult:
-        return await self._run(self._receive, name, count, lease)
+        receive_all = functools.partial(self._receive_all, name=name)
+        return await self._worker.run(
+            SharedOperation(("receive", name, lease is None), receive_all, (count, lease))
+        )
 
     async def peek(self, name: str, count: int) -> list[Delivery]:
         return await self._run(self._peek, name, count)
@@ -380,19 +385,39 @@ class SQLiteStore(Store):
         ).fetchone()
         return Totals(queues, messages)
 
-    def _send(self, connection, name: str, messages: Sequence[NewMessage]) -> SendResult:
+    def _send_all(self, connection, sends: list[Sequence[NewMessage]], *, name: str) -> list[SendResult]:
+        """Every send to one queue in this batch: one INSERT for all their messages."""
         row = self._row(name)
-        self._check_space(sum(len(m.content) for m in messages))
+        self._check_space(sum(len(m.content) for messages in sends for m in messages))
         now = self._clock()
-        window = row.queue.settings.dedup_window
-        if any(m.key is not None for m in messages):
+        if any(m.key is not None for messages in sends for m in messages):
             self._sweep_keys(connection, now)
+        inserts: list[tuple] = []
+        keys: list[tuple] = []
+        seen_keys: dict[str, int] = {}
+        results = [
+            self._plan_send(connection, row, now, messages, inserts, keys, seen_keys) for messages in sends
+        ]
+        if inserts:
+            connection.executemany(
+                "INSERT INTO messages (id, queue_id, visible_at, attempts, enqueued_at, checksum, content) "
+                "VALUES (?, ?, ?, 0, ?, ?, ?)",
+                inserts,
+            )
+            connection.execute("UPDATE queues SET depth = depth + ? WHERE id = ?", (len(inserts), row.id))
+        if keys:
+            connection.executemany("INSERT OR REPLACE INTO idempotency_keys VALUES (?, ?, ?, ?)", keys)
+        return results
+
+    def _plan_send(
+        self, connection, row: _QueueRow, now: float, messages, inserts, keys, seen_keys
+    ) -> SendResult:
+        """Assign ids to one send's messages and add their rows to ``inserts`` (and ``keys``);
+        a repeated idempotency key (in the store or earlier in this batch) gets the first id."""
+        window = row.queue.settings.dedup_window
         ids: list[int] = []
         duplicates: list[bool] = []
-        inserts = []
-        keys = []
         ready = 0
-        seen_keys: dict[str, int] = {}
         for message in messages:
             if message.key is not None:
                 earlier = seen_keys.get(message.key)
@@ -417,15 +442,6 @@ class SQLiteStore(Store):
                 keys.append((row.id, message.key, message_id, now + window))
             ids.append(message_id)
             duplicates.append(False)
-        if inserts:
-            connection.executemany(
-                "INSERT INTO messages (id, queue_id, visible_at, attempts, enqueued_at, checksum, content) "
-                "VALUES (?, ?, ?, 0, ?, ?, ?)",
-                inserts,
-            )
-            connection.execute("UPDATE queues SET depth = depth + ? WHERE id = ?", (len(inserts), row.id))
-        if keys:
-            connection.executemany("INSERT OR REPLACE INTO idempotency_keys VALUES (?, ?, ?, ?)", keys)
         return SendResult(ids, duplicates, ready)
 
     def _forget_space(self) -> None:
@@ -477,10 +493,29 @@ class SQLiteStore(Store):
                 )
         return rows
 
-    def _receive(self, connection, name: str, count: int, lease: float | None) -> ReceiveResult:
+    def _receive_all(
+        self, connection, requests: list[tuple[int, float | None]], *, name: str
+    ) -> list[ReceiveResult]:
+        """Every receive from one queue in this batch (all removing, or all leasing): one SELECT
+        for all of them, then the oldest messages handed out in the order the requests came."""
         row = self._row(name)
         now = self._clock()
         self._promote_expired(connection, row, now)
+        taken, dead_lettered = self._take_ready(connection, row, sum(count for count, _ in requests))
+        results = []
+        for count, lease in requests:
+            share, taken = taken[:count], taken[count:]
+            results.append(ReceiveResult(self._deliver(connection, share, now, lease), dead_lettered))
+            dead_lettered = {}  # reported once, with the first result
+        if requests[0][1] is None:
+            removed = sum(len(result.deliveries) for result in results)
+            if removed:
+                connection.execute("UPDATE queues SET depth = depth - ? WHERE id = ?", (removed, row.id))
+        return results
+
+    def _take_ready(self, connection, row: _QueueRow, count: int) -> tuple[list, dict[str, int]]:
+        """Up to ``count`` ready messages, oldest first; those that used up their attempts go to
+        the dead-letter queue instead."""
         max_attempts = row.queue.settings.max_attempts
         taken: list = []
         exhausted: list[int] = []
@@ -495,25 +530,25 @@ class SQLiteStore(Store):
                     exhausted.append(message[0])
                 else:
                     taken.append(message)
-        dead_lettered = self._dead_letter(connection, row, exhausted)
-        if not taken:
-            return ReceiveResult([], dead_lettered)
+        return taken, self._dead_letter(connection, row, exhausted)
+
+    def _deliver(self, connection, rows: list, now: float, lease: float | None) -> list[Delivery]:
+        """Remove ``rows`` (no lease) or lease them, each with a fresh receipt."""
+        if not rows:
+            return []
         if lease is None:
-            connection.executemany("DELETE FROM messages WHERE id = ?", [(m[0],) for m in taken])
-            connection.execute("UPDATE queues SET depth = depth - ? WHERE id = ?", (len(taken), row.id))
-            deliveries = [Delivery(m[0], m[4], m[1] + 1, m[2]) for m in taken]
-        else:
-            expires_at = now + lease
-            tokens = [secrets.token_hex(8) for _ in taken]
-            connection.executemany(
-                "UPDATE messages SET visible_at = ?, lease_token = ?, attempts = attempts + 1 WHERE id = ?",
-                [(expires_at, token, m[0]) for m, token in zip(taken, tokens, strict=True)],
-            )
-            deliveries = [
-                Delivery(m[0], m[4], m[1] + 1, m[2], receipt=f"{m[0]}.{token}", lease_expires_at=expires_at)
-                for m, token in zip(taken, tokens, strict=True)
-            ]
-        return ReceiveResult(deliveries, dead_lettered)
+            connection.executemany("DELETE FROM messages WHERE id = ?", [(m[0],) for m in rows])
+            return [Delivery(m[0], m[4], m[1] + 1, m[2]) for m in rows]
+        expires_at = now + lease
+        tokens = [secrets.token_hex(8) for _ in rows]
+        connection.executemany(
+            "UPDATE messages SET visible_at = ?, lease_token = ?, attempts = attempts + 1 WHERE id = ?",
+            [(expires_at, token, m[0]) for m, token in zip(rows, tokens, strict=True)],
+        )
+        return [
+            Delivery(m[0], m[4], m[1] + 1, m[2], receipt=f"{m[0]}.{token}", lease_expires_at=expires_at)
+            for m, token in zip(rows, tokens, strict=True)
+        ]
 
     def _dead_letter(self, connection, row: _QueueRow, message_ids: list[int]) -> dict[str, int]:
         if not message_ids:
