@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     if options["verify"]:
         sys.exit(_verify(settings))
     logs.configure(settings.log_level, settings.log_format)
-    sys.exit(asyncio.run(_serve(settings)))
+    sys.exit(_run(settings))
 
 
 def _verify(settings: config.Config) -> int:
@@ -105,6 +105,16 @@ async def _serve(settings: config.Config) -> int:
     from .server import serve  # aiohttp is imported only once the options are known to be good
 
     return await serve(settings)
+
+
+def _run(settings: config.Config) -> int:
+    """Run the daemon on uvloop where it is installed: the same asyncio, in C, with a good deal
+    less CPU per request (see docs/performance.md); on plain asyncio otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(_serve(settings))
+    return uvloop.run(_serve(settings))
 
 
 if __name__ == "__main__":
