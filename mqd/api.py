@@ -198,20 +198,40 @@ def _idempotency_key(value: Any, source: str) -> str:
     return value
 
 
+MESSAGE_FIELDS = frozenset({"content", "delay", "key"})
+
+
 def _new_message(item: Any, where: str, header_key: str | None = None) -> NewMessage:
     if not isinstance(item, dict):
         raise InvalidArgument(f"{where} must be a JSON object with 'content'.")
-    _reject_unknown(item, {"content", "delay", "key"}, f"field in {where}")
+    if not item.keys() <= MESSAGE_FIELDS:
+        _reject_unknown(item, MESSAGE_FIELDS, f"field in {where}")
     if "content" not in item:
         raise InvalidArgument(f"{where} has no 'content'.")
     try:
         content = wire.encode_content(item["content"])
     except ValueError as exc:
         raise InvalidArgument(f"Cannot store the content of {where}: {exc}.") from None
-    delay = item.get("delay", 0)
-    delay = _number(delay, "delay", 0, protocol.MAX_DELAY_SECONDS)
+    if len(item) == 1:
+        return NewMessage(content, 0.0, header_key)  # the common case, kept short: batches are big
+    delay = _number(item.get("delay", 0), "delay", 0, protocol.MAX_DELAY_SECONDS)
     key = _idempotency_key(item["key"], f"'key' of {where}") if "key" in item else header_key
     return NewMessage(content, delay, key)
+
+
+class _Where:
+    """ "messages[i]", spelled out only if an error message needs it."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __str__(self) -> str:
+        return f"messages[{self.index}]"
+
+    def __format__(self, spec: str) -> str:
+        return str(self)
 
 
 def json_reply(body: Any, status: int = 200) -> web.Response:
@@ -299,7 +319,7 @@ async def send(request: web.Request) -> web.Response:
         items = body["messages"]
         if not isinstance(items, list) or not 1 <= len(items) <= protocol.MAX_BATCH:
             raise InvalidArgument(f"'messages' must be a list of 1 to {protocol.MAX_BATCH} messages.")
-        messages = [_new_message(item, f"messages[{i}]") for i, item in enumerate(items)]
+        messages = [_new_message(item, _Where(i)) for i, item in enumerate(items)]
         result = await _broker(request).send(name, messages)
         return json_reply({"ids": result.ids}, 201)
     if "content" not in body:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from .. import protocol
 
@@ -51,8 +51,9 @@ class QueueStats:
     oldest_ready_at: float | None
 
 
-@dataclasses.dataclass(frozen=True)
-class NewMessage:
+class NewMessage(NamedTuple):
+    """A message to send (a named tuple: batches create a thousand of these per request)."""
+
     content: str  # JSON text
     delay: float = 0.0
     key: str | None = None  # idempotency key

@@ -414,6 +414,13 @@ class SQLiteStore(Store):
     ) -> SendResult:
         """Assign ids to one send's messages and add their rows to ``inserts`` (and ``keys``);
         a repeated idempotency key (in the store or earlier in this batch) gets the first id."""
+        if all(m.key is None and m.delay <= 0 for m in messages):  # the common case, in one sweep
+            first = self._next_id
+            self._next_id += len(messages)
+            inserts += [
+                (first + i, row.id, 0.0, now, _checksum(m.content), m.content) for i, m in enumerate(messages)
+            ]
+            return SendResult(list(range(first, self._next_id)), [False] * len(messages), len(messages))
         window = row.queue.settings.dedup_window
         ids: list[int] = []
         duplicates: list[bool] = []

@@ -161,6 +161,7 @@ def test_a_read_only_data_directory_is_one_clear_line(loop_fs):
         errors = [line for line in str(refusal.value).splitlines() if " ERROR " in line]
         assert len(errors) == 1 and "Read-only file system" in errors[0]
     finally:
+        daemon.stop()  # in case it started after all
         subprocess.run(["mount", "-o", "remount,rw", str(fs.mountpoint)], check=True)
 
 
