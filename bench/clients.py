@@ -27,16 +27,18 @@ class Adapter(Protocol):
 class Http:
     """mqd, the HTTP ceiling and the JSON-file service: the same routes."""
 
-    def __init__(self, url: str, lease: bool = False) -> None:
+    def __init__(self, url: str, lease: bool = False, purge: bool = True) -> None:
         self.url = url
         self.lease = lease
+        self.purge = purge  # the ceiling and the JSON-file service have no purge route
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1))
 
     async def prepare(self) -> None:
         async with self.session.post(f"{self.url}/queues", json={"name": QUEUE}) as response:
             assert response.status in (200, 201), response.status
-        async with self.session.delete(f"{self.url}/queues/{QUEUE}/messages"):
-            pass  # empty it (the ceiling and the JSON-file service have no purge: never mind)
+        if self.purge:
+            async with self.session.delete(f"{self.url}/queues/{QUEUE}/messages") as response:
+                assert response.status == 200, response.status
 
     async def send(self, payload: str) -> None:
         async with self.session.post(

@@ -54,14 +54,14 @@ SYSTEMS = [
         "aiohttp from memory (ceiling)",
         False,
         lambda d: servers.python_app("bench.ceiling", "ceiling", d),
-        lambda s: clients.Http(s.url),
+        lambda s: clients.Http(s.url, purge=False),
     ),
     System(
         "jsonfile",
         "JSON file rewritten per request",
         True,
         lambda d: servers.python_app("bench.jsonfile", "jsonfile", d),
-        lambda s: clients.Http(s.url),
+        lambda s: clients.Http(s.url, purge=False),
     ),
     System(
         "redis",

@@ -59,7 +59,6 @@ class SharedOperation:
 
 
 MAX_OPERATIONS_PER_COMMIT = 4096
-GATHER_SECONDS = 0.0002
 
 # SQLite primary result codes (the low byte of the extended code).
 _SQLITE_FULL = 13
@@ -88,7 +87,6 @@ class GroupCommitWorker:
         self.on_commit: Callable[[float, int], None] | None = None  # (seconds, operations)
         self.after_commit: Callable[[], None] | None = None  # durable bookkeeping before replies
         self.before_batch: Callable[[], None] | None = None
-        self.gather_seconds = GATHER_SECONDS
 
     @property
     def failure(self) -> MqError | None:
@@ -136,16 +134,9 @@ class GroupCommitWorker:
 
     def _serve(self, connection: sqlite3.Connection) -> list[asyncio.Future]:
         """Commit batches until asked to stop; returns the futures of the stop requests."""
-        previous_size = 1
         while True:
             batch = [self._pending.get()]
             self._drain_into(batch)
-            if previous_size > 1 and len(batch) < previous_size and self.gather_seconds:
-                # Others are sending at the same time: a moment's wait lets more of them share
-                # this commit's fsync (PostgreSQL's commit_delay). A lone client never waits.
-                time.sleep(self.gather_seconds)
-                self._drain_into(batch)
-            previous_size = len(batch)
             stop = [future for operation, future in batch if operation is _STOP]
             work = [item for item in batch if item[0] is not _STOP]
             if work:

@@ -46,6 +46,7 @@ def test_schemathesis_finds_no_failure_no_server_error_and_no_traceback(tmp_path
             capture_output=True,
             text=True,
             timeout=900,
+            cwd=tmp_path,  # schemathesis keeps a cache in its working directory: not in the repository
         )
     finally:
         daemon.stop()
