@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import report, servers, shell, workloads
+from . import nodes, report, servers, shell, workloads
 from .systems import BY_NAME, SYSTEMS, System
 
 SMOKE_SYSTEMS = ("mqd", "ceiling")
@@ -34,7 +34,7 @@ def _options(argv: list[str] | None) -> argparse.Namespace:
         "--systems", help=f"comma-separated, of: {', '.join(BY_NAME)} (default: all available)"
     )
     parser.add_argument(
-        "--workloads", default="W1,W2,W3,W4,W5,W6,W7,W8", help="comma-separated (default all)"
+        "--workloads", default="W1,W2,W3,W4,W5,W6,W7,W8,W9", help="comma-separated (default all)"
     )
     parser.add_argument("--backlog", type=int, default=1_000_000, help="the large backlog of W6 and W8")
     parser.add_argument("--output", help="also write the report here (e.g. docs/performance.md)")
@@ -149,6 +149,18 @@ async def _mqd_alone(options: argparse.Namespace, wanted: set[str], extra: dict[
                 extra.setdefault("w7_receive", []).append(figures["receive --count"])
 
 
+async def _nodes(run: int, options: argparse.Namespace, scaling: dict) -> None:
+    """W9, when a PostgreSQL is there to share."""
+    reason = await nodes.unavailable()
+    if reason:
+        print(f"skipping W9 (mqd nodes on PostgreSQL): {reason}", file=sys.stderr)
+        return
+    print(f"run {run}/{options.runs}: 1, 2 and 3 mqd nodes on PostgreSQL (W9)", file=sys.stderr)
+    for count, figures in (await nodes.scaling(options.seconds)).items():
+        for key, value in figures.items():
+            scaling.setdefault((count, key), []).append(value)
+
+
 def _shell_timings(mqd_url: str, redis, repeats: int) -> dict[str, list[float]]:
     if redis is None:
         return shell.one_command(mqd_url, None, repeats)
@@ -183,6 +195,7 @@ async def _main(options: argparse.Namespace) -> int:
     systems = _systems(options.systems)
     results: report.Results = {}
     extra: dict[str, list[float]] = {}
+    scaling: dict[tuple[int, str], list[float]] = {}
     started = time.monotonic()
     for run in range(1, options.runs + 1):
         for system in systems:
@@ -191,7 +204,9 @@ async def _main(options: argparse.Namespace) -> int:
         if any(s.name == "mqd" for s in systems):
             print(f"run {run}/{options.runs}: mqd alone (W5–W8)", file=sys.stderr)
             await _mqd_alone(options, wanted, extra)
-    text = _report(options, results, extra, time.monotonic() - started)
+        if "W9" in wanted and not options.smoke:
+            await _nodes(run, options, scaling)
+    text = _report(options, results, extra, time.monotonic() - started) + report.scaling_table(scaling)
     print(text)
     if options.output:
         Path(options.output).write_text(text + "\n")

@@ -146,3 +146,24 @@ def machine() -> str:
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} · {cores} cores, {cpu} · "
         f"Linux {platform.release()} · Python {platform.python_version()}"
     )
+
+
+def scaling_table(scaling: dict[tuple[int, str], list[float]]) -> str:
+    """W9: messages per second and PostgreSQL transactions per message, by number of nodes."""
+    if not scaling:
+        return ""
+    lines = [
+        "",
+        "### W9 — mqd nodes sharing one PostgreSQL (16 producers, then 16 consumers, spread evenly)",
+        "",
+        "| nodes | W2 msg/s | W3 msg/s | PostgreSQL transactions per message (W2 / W3) "
+        "| mqd CPU µs/msg, all nodes (W2 / W3) |",
+        "|---|---|---|---|---|",
+    ]
+    for count in sorted({count for count, _ in scaling}):
+        m = {key: statistics.median(values) for (c, key), values in scaling.items() if c == count}
+        lines.append(
+            f"| {count} | {m['W2']:,.0f} | {m['W3']:,.0f} | {m['W2 tx/msg']:.2f} / {m['W3 tx/msg']:.2f} "
+            f"| {m['W2 cpu']:,.0f} / {m['W3 cpu']:,.0f} |"
+        )
+    return "\n".join(lines) + "\n"

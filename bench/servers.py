@@ -33,8 +33,12 @@ def wait_for_port(port: int, process: subprocess.Popen | None, timeout: float = 
     raise RuntimeError(f"nothing listens on port {port} after {timeout}s")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU the process has used so far (all its threads)."""
+def cpu_seconds(server: Server) -> float:
+    """User + system CPU the server's processes have used so far (all their threads)."""
+    return sum(_cpu_seconds(pid) for pid in server.pids)
+
+
+def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -51,6 +55,7 @@ class Server:
 
     def __init__(self, name: str, port: int, pid: int, url: str = "", directory: Path | None = None) -> None:
         self.name, self.port, self.pid, self.url, self.directory = name, port, pid, url, directory
+        self.pids = [pid]  # the processes whose CPU counts as the server's
 
 
 @contextlib.contextmanager
@@ -81,25 +86,14 @@ def temporary_directory(name: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def mqd(fsync: str = "always", data_dir: Path | None = None, port: int | None = None):
-    """mqd from this checkout, on the interpreter running the benchmark."""
-    port = port or free_port()
+def mqd(fsync: str = "always", data_dir: Path | None = None, store: str | None = None):
+    """mqd from this checkout, on the interpreter running the benchmark (``store``: PostgreSQL)."""
+    port = free_port()
     directory = data_dir or Path(tempfile.mkdtemp(prefix="bench-mqd-"))
-    command = [
-        sys.executable,
-        "-m",
-        "mqd",
-        "--port",
-        str(port),
-        "--data-dir",
-        str(directory),
-        "--fsync",
-        fsync,
-        "--log-level",
-        "warning",
-        "--min-free-bytes",
-        "0",
-    ]
+    command = [sys.executable, "-m", "mqd", "--port", str(port), "--data-dir", str(directory)]
+    command += ["--fsync", fsync, "--log-level", "warning", "--min-free-bytes", "0"]
+    if store is not None:
+        command += ["--store", store]
     return process(f"mqd-{fsync}", command, port, cwd=directory)
 
 

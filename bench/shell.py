@@ -26,7 +26,14 @@ def _time(command: list[str], env: dict[str, str] | None = None, stdin: bytes | 
 
 
 def one_command(mqd_url: str, redis_port: int | None, repeats: int) -> dict[str, list[float]]:
-    """W5: milliseconds for one shell command that enqueues one message, interleaved runs."""
+    """W5: milliseconds for one shell command that enqueues one message, interleaved runs.
+
+    mqd and mqctl are byte-compiled first, as pip does when it installs them: an editable
+    checkout under PYTHONDONTWRITEBYTECODE would otherwise compile mqctl on every run."""
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(root / "mqctl"), str(root / "mqd")], check=False
+    )
     env = {**os.environ, "MQ_URL": mqd_url}
     commands: dict[str, list[str]] = {
         "mqctl send": [MQCTL, "send", QUEUE, "hello"],

@@ -31,13 +31,13 @@ class _Meter:
         self.server = server
 
     def __enter__(self) -> _Meter:
-        self.cpu = cpu_seconds(self.server.pid)
+        self.cpu = cpu_seconds(self.server)
         self.started = time.perf_counter()
         return self
 
     def __exit__(self, *exc_info) -> None:
         self.seconds = time.perf_counter() - self.started
-        self.cpu = cpu_seconds(self.server.pid) - self.cpu
+        self.cpu = cpu_seconds(self.server) - self.cpu
 
     def measurement(self, messages: int, **extra) -> Measurement:
         messages = max(messages, 1)

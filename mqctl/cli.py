@@ -185,18 +185,34 @@ def cli(ctx: click.Context, url: str | None, token_file: str | None) -> None:
 # -- the daemon's life ---------------------------------------------------------------------------
 
 
+def daemon_options(command):
+    """What mqctl start and restart pass on to mqd."""
+    for option in reversed(
+        [
+            click.option("--host", help="Address mqd listens on (default 127.0.0.1)."),
+            click.option("--port", type=click.IntRange(0, 65535), help="Port mqd listens on (default 8000)."),
+            click.option("--store", metavar="URL", help="postgresql://…: queues in PostgreSQL (see README)."),
+            data_dir_options,
+            click.option(
+                "--log-file",
+                type=click.Path(dir_okay=False),
+                help="Daemon log (default: <data-dir>/mqd.log).",
+            ),
+            click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for mqd."),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
 @cli.command()
-@click.option("--host", help="Address mqd listens on (default 127.0.0.1).")
-@click.option("--port", type=click.IntRange(0, 65535), help="Port mqd listens on (default 8000).")
-@data_dir_options
-@click.option("--log-file", type=click.Path(dir_okay=False), help="Daemon log (default: <data-dir>/mqd.log).")
-@click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait until mqd answers.")
-def start(host, port, data_dir, pidfile, log_file, timeout) -> None:
+@daemon_options
+def start(host, port, store, data_dir, pidfile, log_file, timeout) -> None:
     """Start mqd in the background and wait until it answers."""
     from . import daemon
 
     paths = daemon.Paths.resolve(data_dir, pidfile, log_file)
-    running, started = daemon.start(paths, host=host, port=port, timeout=timeout)
+    running, started = daemon.start(paths, {"host": host, "port": port, "store": store}, timeout)
     if started:
         click.echo(f"mqd started (pid {running.pid}) at {running.url}")
     else:
@@ -216,20 +232,14 @@ def stop(data_dir, pidfile, timeout, force) -> None:
 
 
 @cli.command()
-@click.option("--host", help="Address mqd listens on (default 127.0.0.1).")
-@click.option("--port", type=click.IntRange(0, 65535), help="Port mqd listens on (default 8000).")
-@data_dir_options
-@click.option("--log-file", type=click.Path(dir_okay=False), help="Daemon log (default: <data-dir>/mqd.log).")
-@click.option(
-    "--timeout", default=10.0, show_default=True, help="Seconds to wait for mqd to stop and to answer."
-)
-def restart(host, port, data_dir, pidfile, log_file, timeout) -> None:
+@daemon_options
+def restart(host, port, store, data_dir, pidfile, log_file, timeout) -> None:
     """Stop mqd if it runs, then start it."""
     from . import daemon
 
     paths = daemon.Paths.resolve(data_dir, pidfile, log_file)
     daemon.stop(paths, timeout=timeout)
-    running, _ = daemon.start(paths, host=host, port=port, timeout=timeout)
+    running, _ = daemon.start(paths, {"host": host, "port": port, "store": store}, timeout)
     click.echo(f"mqd started (pid {running.pid}) at {running.url}")
 
 

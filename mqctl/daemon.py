@@ -176,21 +176,22 @@ def _try_lock(paths: Paths) -> Iterator[bool]:
 
 
 def start(
-    paths: Paths, *, host: str | None = None, port: int | None = None, timeout: float = 10.0
+    paths: Paths, settings: dict[str, object] | None = None, timeout: float = 10.0
 ) -> tuple[Running, bool]:
-    """Start mqd in the background and wait until it answers; (daemon, whether we started it)."""
+    """Start mqd in the background and wait until it answers; (daemon, whether we started it).
+    ``settings`` become mqd's options (``{"port": 8001}`` -> ``--port 8001``; None: left out)."""
     try:
         paths.data_dir.mkdir(parents=True, exist_ok=True)
         with _lock(paths):
             running = find(paths, locked=True)
             if running is not None:
                 return running, False
-            return _spawn(paths, host, port, timeout), True
+            return _spawn(paths, settings or {}, timeout), True
     except OSError as exc:
         raise StartFailed(f"cannot prepare {exc.filename or paths.data_dir}: {exc.strerror}") from None
 
 
-def _spawn(paths: Paths, host: str | None, port: int | None, timeout: float) -> Running:
+def _spawn(paths: Paths, settings: dict[str, object], timeout: float) -> Running:
     command = [
         sys.executable,
         "-m",
@@ -200,10 +201,9 @@ def _spawn(paths: Paths, host: str | None, port: int | None, timeout: float) -> 
         "--pidfile",
         str(paths.pidfile),
     ]
-    if host is not None:
-        command += ["--host", host]
-    if port is not None:
-        command += ["--port", str(port)]
+    for name, value in settings.items():
+        if value is not None:
+            command += [f"--{name.replace('_', '-')}", str(value)]
     paths.log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(paths.log_file, "ab") as log:
         log_offset = log.tell()

@@ -20,6 +20,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def create_store(config: Config) -> Store:
+    if config.store is not None:
+        from .store.postgres import PostgresStore  # asyncpg only for those who use it
+
+        return PostgresStore(config.store)
     return SQLiteStore(
         config.data_dir,
         fsync=config.fsync == "always",

@@ -8,6 +8,12 @@ from mqd import config as mqd_config
 from mqd.app import create_app
 from mqd.store.sqlite import SQLiteStore
 
+try:
+    from mqd.store.postgres import PostgresStore
+except ImportError:  # asyncpg is missing: the PostgreSQL tests skip, saying so
+    PostgresStore = None
+
+from . import postgres
 from .helpers import MqdProcess
 
 
@@ -24,15 +30,36 @@ def make_config(data_dir):
     return make
 
 
-@pytest.fixture
-async def client(aiohttp_client, make_config):
-    """The real application (real store in a temporary directory) behind a test client."""
-    return await aiohttp_client(create_app(make_config()))
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request):
+    """Each store contract and API test runs on both stores: SQLite, and a real PostgreSQL."""
+    if request.param == "postgresql" and postgres.unavailable():
+        pytest.skip(postgres.unavailable())
+    return request.param
 
 
 @pytest.fixture
-async def store(data_dir):
-    store = SQLiteStore(data_dir)
+def store_url(backend):
+    """None for SQLite; for PostgreSQL a URL with a schema of its own, dropped afterwards. Set up
+    before the stores and apps that use it, so it is torn down after they have closed."""
+    if backend == "sqlite":
+        yield None
+        return
+    url, schema = postgres.new_schema_url()
+    yield url
+    postgres.drop_schema(schema)
+
+
+@pytest.fixture
+async def client(store_url, aiohttp_client, make_config):
+    """The real application (a real store: SQLite in a temporary directory, or PostgreSQL)
+    behind pytest-aiohttp's test client."""
+    return await aiohttp_client(create_app(make_config(store=store_url)))
+
+
+@pytest.fixture
+async def store(store_url, data_dir):
+    store = PostgresStore(store_url) if store_url else SQLiteStore(data_dir)
     await store.open()
     yield store
     await store.close()

@@ -98,3 +98,23 @@ def test_every_mqctl_command_has_an_example_in_the_readme():
     examples = "\n".join(re.findall(r"```sh\n(.*?)```", README.read_text(), re.S))
     missing = [name for name in cli.commands if not re.search(rf"\bmqctl {name}\b", examples)]
     assert missing == []
+
+
+def test_the_scaling_out_commands_run_as_written(shell_env, tmp_path):
+    from . import postgres
+
+    if postgres.unavailable():
+        pytest.skip(postgres.unavailable())
+    (block,) = sh_blocks("Scaling out: several mqd nodes on one PostgreSQL")
+    url, schema = postgres.new_schema_url()
+    script = "\n".join(line for line in block.splitlines() if "pip install" not in line)  # installed already
+    script = script.replace("postgresql://postgres@127.0.0.1/test", url)
+    script = script.replace("8101", str(free_port())).replace("8102", str(free_port()))
+    try:
+        result = run_script(script, shell_env, tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert "sent on node A\n" in result.stdout
+    finally:
+        for node in ("node-a", "node-b"):
+            subprocess.run(["mqctl", "stop", "--force", "--data-dir", str(tmp_path / node)], env=shell_env)
+        postgres.drop_schema(schema)

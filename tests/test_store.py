@@ -368,6 +368,11 @@ async def test_a_damaged_database_is_refused_and_left_untouched(data_dir, damage
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
 
 
-async def test_a_second_store_cannot_open_a_data_directory_in_use(store, data_dir):
-    with pytest.raises(DataDirectoryError, match="in use"):
-        await SQLiteStore(data_dir).open()
+async def test_a_second_store_cannot_open_a_data_directory_in_use(data_dir):
+    first = SQLiteStore(data_dir)
+    await first.open()
+    try:
+        with pytest.raises(DataDirectoryError, match="in use"):
+            await SQLiteStore(data_dir).open()
+    finally:
+        await first.close()

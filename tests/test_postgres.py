@@ -1,0 +1,167 @@
+"""What only the PostgreSQL store has to prove: nodes sharing one database."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from mqd.broker import Broker
+from mqd.errors import DataCorrupt, StorageUnavailable
+from mqd.store.base import NewMessage, QueueSettings
+from mqd.store.postgres import PostgresStore
+
+from . import postgres
+
+
+@pytest.fixture
+def url():
+    if postgres.unavailable():
+        pytest.skip(postgres.unavailable())
+    url, schema = postgres.new_schema_url()
+    yield url
+    postgres.drop_schema(schema)
+
+
+async def test_nodes_starting_together_create_the_schema_once(url):
+    stores = [PostgresStore(url) for _ in range(5)]
+    await asyncio.gather(*(s.open() for s in stores))
+    try:
+        schema = stores[0].schema
+        versions = await stores[0]._pool.fetch(f"SELECT version FROM {schema}.schema_version")
+        assert [row["version"] for row in versions] == [1]
+        await asyncio.gather(
+            *(s.create_queue("q", QueueSettings()) for s in stores)
+        )  # idempotent across nodes
+        assert len(await stores[3].list_queues()) == 1
+    finally:
+        await asyncio.gather(*(s.close() for s in stores))
+
+
+async def test_a_schema_from_a_newer_mqd_is_refused(url):
+    store = PostgresStore(url)
+    await store.open()
+    await store._pool.execute(f"INSERT INTO {store.schema}.schema_version VALUES (99)")
+    await store.close()
+    with pytest.raises(DataCorrupt, match="newer mqd"):
+        await PostgresStore(url).open()
+
+
+async def test_a_send_on_one_node_wakes_a_long_poll_on_another(url):
+    sender, receiver = PostgresStore(url), PostgresStore(url)
+    await sender.open()
+    await receiver.open()
+    broker = Broker(receiver)
+    try:
+        await broker.create_queue("q", QueueSettings())
+        waiting = asyncio.ensure_future(broker.receive("q", wait=20))
+        await asyncio.sleep(0.3)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await sender.send("q", [NewMessage('"hello"')])
+        (delivery,) = await asyncio.wait_for(waiting, 10)
+        assert delivery.content == '"hello"'
+        assert loop.time() - started < 5  # woken by NOTIFY, not by a poll or the 20 s timeout
+    finally:
+        broker.close()
+        await sender.close()
+        await receiver.close()
+
+
+async def test_a_delayed_send_on_another_node_wakes_a_waiter_when_due(url):
+    sender, receiver = PostgresStore(url), PostgresStore(url)
+    await sender.open()
+    await receiver.open()
+    broker = Broker(receiver)
+    try:
+        await broker.create_queue("q", QueueSettings())
+        waiting = asyncio.ensure_future(broker.receive("q", wait=20))
+        await asyncio.sleep(0.3)
+        await sender.send("q", [NewMessage('"later"', delay=1)])
+        (delivery,) = await asyncio.wait_for(waiting, 10)
+        assert delivery.content == '"later"'
+    finally:
+        broker.close()
+        await sender.close()
+        await receiver.close()
+
+
+class Proxy:
+    """A TCP relay between the store and PostgreSQL that the test can cut and restore: a network
+    that drops, for real."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.server: asyncio.Server | None = None
+        self.links: set[asyncio.StreamWriter] = set()
+        self.port = 0
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+        for writer in list(self.links):
+            writer.transport.abort()
+
+    async def _relay(self, reader, writer) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self.links |= {writer, upstream_writer}
+
+        async def pipe(source, sink):
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            except OSError:
+                pass
+            finally:
+                sink.close()
+
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+
+async def test_a_lost_database_is_503_then_mqd_reconnects_by_itself(url):
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    proxy = Proxy(parts.port or 5432)
+    await proxy.start()
+    store = PostgresStore(url.replace(f":{parts.port or 5432}/", f":{proxy.port}/"))
+    await store.open()
+    try:
+        await store.create_queue("q", QueueSettings())
+        await proxy.cut()  # the network to the database goes away
+        with pytest.raises(StorageUnavailable, match="PostgreSQL"):
+            await store.send("q", [NewMessage('"during"')])
+        await proxy.start()  # and comes back, on the same port
+        for _ in range(50):
+            try:
+                result = await store.send("q", [NewMessage('"after"')])
+                break
+            except StorageUnavailable:
+                await asyncio.sleep(0.1)
+        assert result.ids, "mqd did not reconnect by itself"
+    finally:
+        await store.close()
+        await proxy.cut()
+
+
+async def test_a_connection_killed_by_the_server_is_replaced_unnoticed(url):
+    store = PostgresStore(url, pool_size=1)
+    await store.open()
+    try:
+        await store.create_queue("q", QueueSettings())
+        killer = await asyncpg.connect(postgres.URL)
+        await killer.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            store.application,
+        )
+        await killer.close()
+        await asyncio.sleep(0.2)
+        assert (await store.send("q", [NewMessage('"after"')])).ids  # a fresh connection from the pool
+    finally:
+        await store.close()
