@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import zlib
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, Protocol
 
@@ -49,6 +50,13 @@ class QueueStats:
     delayed: int
     dead_lettered: int  # messages of this queue now waiting in its dead-letter queue
     oldest_ready_at: float | None
+
+
+def content_checksum(content: str) -> int:
+    """CRC-32 of a message's JSON text, stored beside it so a read can tell rot from content.
+    ``surrogatepass`` because JSON may carry lone surrogates (``"\\ud800"``) that strict UTF-8
+    refuses."""
+    return zlib.crc32(content.encode("utf-8", "surrogatepass"))
 
 
 class NewMessage(NamedTuple):

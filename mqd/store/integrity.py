@@ -25,6 +25,7 @@ import zlib
 from pathlib import Path
 
 from ..errors import DataCorrupt
+from .base import content_checksum
 from .schema import APPLICATION_ID
 
 log = logging.getLogger("mqd.store")
@@ -162,7 +163,7 @@ def _verify(
         f"SELECT id, checksum, content FROM messages {limit}"
     ):
         checked += 1
-        if zlib.crc32(content.encode("utf-8", "surrogatepass")) != checksum:
+        if content_checksum(content) != checksum:
             raise DataCorrupt(
                 f"{database}: message {message_id} is damaged (its checksum does not match); "
                 "it was left untouched. Restore from a backup, or run mqd --repair."
@@ -196,7 +197,7 @@ def accept_loss(database: Path, mark: HighWaterMark) -> str:
         damaged = [
             row[0]
             for row in connection.execute("SELECT id, checksum, content FROM messages")
-            if zlib.crc32(row[2].encode("utf-8", "surrogatepass")) != row[1]
+            if content_checksum(row[2]) != row[1]
         ]
         connection.execute("BEGIN IMMEDIATE")
         for message_id in damaged:

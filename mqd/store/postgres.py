@@ -15,7 +15,6 @@ import asyncio
 import logging
 import secrets
 import time
-import zlib
 from collections.abc import Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -42,6 +41,7 @@ from .base import (
     Store,
     StoreListener,
     Totals,
+    content_checksum,
 )
 from .postgres_schema import NAME, SCHEMA_VERSION, channel, ddl
 
@@ -63,10 +63,6 @@ def split_url(url: str) -> tuple[str, str]:
         raise InvalidArgument(f"Schema {schema!r} in the store URL is not a plain lower-case identifier.")
     rest = urlencode([(key, value) for key, value in query if key != "schema"])
     return urlunsplit(parts._replace(query=rest)), schema
-
-
-def _checksum(content: str) -> int:
-    return zlib.crc32(content.encode("utf-8", "surrogatepass"))
 
 
 class PostgresStore(Store):
@@ -327,7 +323,7 @@ class PostgresStore(Store):
             name,
             [m.content for m in messages],
             [float(m.delay) for m in messages],
-            [_checksum(m.content) for m in messages],
+            [content_checksum(m.content) for m in messages],
             [m.key for m in messages],
             name=name,
         )
@@ -351,7 +347,7 @@ class PostgresStore(Store):
         return ReceiveResult(deliveries, dead_lettered)
 
     def _delivery(self, row) -> Delivery:
-        if _checksum(row["content"]) != row["checksum"]:
+        if content_checksum(row["content"]) != row["checksum"]:
             raise DataCorrupt(f"Message {row['id']} in PostgreSQL is damaged (checksum mismatch).")
         token = row.get("lease_token")
         receipt = f"{row['id']}.{token}" if token else None
