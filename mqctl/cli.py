@@ -37,9 +37,7 @@ EXIT_COMMAND_NOT_FOUND = 127  # mqctl run: as a shell says of a command it canno
 EXIT_INTERRUPTED = 130
 
 QUEUE_META = "mqctl.queue"
-FOLLOW_WAIT_SECONDS = 20
 STATUS_TIMEOUT_SECONDS = 3
-FOLLOW_LEASE_SECONDS = 30
 
 
 # -- errors: one place ---------------------------------------------------------------------------
@@ -84,17 +82,11 @@ class MqctlGroup(click.Group):
         except KeyboardInterrupt:
             sys.exit(EXIT_INTERRUPTED)
         except BrokenPipeError:
-            _quiet_stdout()
+            output.silence_stdout()
             sys.exit(EXIT_OK)
         except Exception as exc:
             message, code = _explain(exc, ctx.meta.get(QUEUE_META))
             _fail(message, code)
-
-
-def _quiet_stdout() -> None:
-    """After a closed pipe, point stdout at /dev/null so the exit flush cannot fail again."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
 
 
 # -- shared options ------------------------------------------------------------------------------
@@ -156,10 +148,6 @@ def data_dir_options(command):
         envvar="MQD_DATA_DIR",
         help="The daemon's data directory (env MQD_DATA_DIR; default ./data).",
     )(command)
-
-
-def _write(text: str, end: str) -> None:
-    sys.stdout.buffer.write((text + end).encode("utf-8", "backslashreplace"))
 
 
 # -- the group -----------------------------------------------------------------------------------
@@ -409,12 +397,16 @@ def send(ctx, queue, message, lines, null, as_json, delay, key, url) -> None:
         raise click.UsageError("give MESSAGE or --lines/--null, not both")
     if (lines or null) and key is not None:
         raise click.UsageError("--key names one message; it cannot be used with --lines/--null")
+    from . import streams
+
     client = _client(ctx)
     if lines or null:
-        _send_stream(client, queue, b"\0" if null else b"\n", as_json, delay)
+        sent = streams.send_stream(client, queue, b"\0" if null else b"\n", as_json, delay)
+        if sys.stderr.isatty():
+            click.echo(f"sent {sent} messages to '{queue}'", err=True)
         return
     if message is None:
-        message = _read_one_message()
+        message = streams.read_one_message(sys.stdin)
     content = message
     if as_json:
         import json
@@ -424,45 +416,6 @@ def send(ctx, queue, message, lines, null, as_json, delay, key, url) -> None:
         except ValueError as exc:
             raise click.UsageError(f"MESSAGE is not JSON ({exc})") from None
     click.echo(client.send(queue, content, delay=delay, key=key)["id"])
-
-
-def _read_one_message() -> str:
-    if sys.stdin.isatty():
-        click.echo("mqctl: reading the message from standard input; end it with Ctrl-D", err=True)
-    data = sys.stdin.buffer.read()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise click.UsageError("standard input is not UTF-8 text; send binary data base64-encoded") from None
-    return text[:-1] if text.endswith("\n") else text  # as $(...) would: no trailing newline
-
-
-def _send_stream(client: Client, queue: str, separator: bytes, as_json: bool, delay: float) -> None:
-    from .streams import batches
-
-    sent = 0
-    suffix = f',"delay":{delay!r}}}'.encode() if delay else None
-    try:
-        for batch in batches(sys.stdin.fileno(), separator, as_json):
-            if suffix:
-                batch = [item[:-1] + suffix for item in batch]
-            client.send_batch(queue, batch)
-            sent += len(batch)
-    except Exception:
-        if sent:
-            click.echo(f"mqctl: {sent} messages were sent before this error", err=True)
-        raise
-    if sys.stderr.isatty():
-        click.echo(f"sent {sent} messages to '{queue}'", err=True)
-
-
-def _message_printer(as_json: bool, null: bool):
-    end = "\0" if null else "\n"
-
-    def show(message: dict[str, Any]) -> None:
-        _write(output.json_line(message) if as_json else output.content_text(message["content"]), end)
-
-    return show
 
 
 @cli.command()
@@ -483,69 +436,14 @@ def _message_printer(as_json: bool, null: bool):
 @click.pass_context
 def receive(ctx, queue, count, wait, lease, as_json, null, follow, url) -> None:
     """Receive messages from QUEUE and print their content; exit 1 if there was none."""
-    client = _client(ctx)
-    show = _message_printer(as_json, null)
+    from . import receiving
+
+    client, show = _client(ctx), receiving.printer(as_json, null)
     if follow:
-        sys.exit(_follow(client, queue, count, lease, show))
-    remaining = count or 1
-    received = 0
-    while remaining > 0:
-        batch = client.receive(
-            queue,
-            count=min(remaining, MAX_BATCH) if count else None,
-            wait=wait if not received else 0,
-            lease=lease,
-        )
-        if not batch:
-            break
-        for message in batch:
-            show(message)
-        received += len(batch)
-        remaining -= len(batch)
-    sys.stdout.flush()
+        received = receiving.follow(client, queue, count, lease, show)
+    else:
+        received = receiving.receive(client, queue, count, wait, lease, show)
     sys.exit(EXIT_OK if received else EXIT_EMPTY)
-
-
-def _follow(client: Client, queue: str, limit: int | None, lease: float | None, show) -> int:
-    """Print messages as they come until interrupted. Unless --lease asks to ack by hand, each is
-    leased, printed, flushed, then acknowledged: a closed pipe or Ctrl-C gives back what was not
-    printed, so nothing is lost."""
-    received = 0
-    auto_ack = lease is None
-    batch: list[dict[str, Any]] = []
-    try:
-        while limit is None or received < limit:
-            want = min(100, limit - received) if limit else 100
-            batch = client.receive(
-                queue, count=want, wait=FOLLOW_WAIT_SECONDS, lease=lease or FOLLOW_LEASE_SECONDS
-            )
-            while batch:
-                message = batch[0]
-                if auto_ack:
-                    show({k: v for k, v in message.items() if k not in ("receipt", "lease_expires_at")})
-                    sys.stdout.flush()
-                    client.ack(queue, message["receipt"])
-                else:
-                    show(message)
-                    sys.stdout.flush()
-                batch.pop(0)
-                received += 1
-    except KeyboardInterrupt:
-        pass
-    except BrokenPipeError:
-        _quiet_stdout()
-    if auto_ack:
-        _give_back(client, queue, batch)
-    return EXIT_OK if received else EXIT_EMPTY
-
-
-def _give_back(client: Client, queue: str, messages: list[dict[str, Any]]) -> None:
-    """Release leased messages that were never printed, so others get them at once."""
-    for message in messages:
-        try:
-            client.release(queue, message["receipt"])
-        except ClientError:
-            return  # the lease runs out on its own
 
 
 @cli.command()
@@ -559,8 +457,10 @@ def _give_back(client: Client, queue: str, messages: list[dict[str, Any]]) -> No
 @click.pass_context
 def peek(ctx, queue, count, as_json, null, url) -> None:
     """Show the next messages of QUEUE without receiving them; exit 1 if there is none."""
+    from . import receiving
+
     messages = _client(ctx).peek(queue, count)
-    show = _message_printer(as_json, null)
+    show = receiving.printer(as_json, null)
     for message in messages:
         show(message)
     sys.exit(EXIT_OK if messages else EXIT_EMPTY)

@@ -51,3 +51,12 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], numeric: set[in
 
 def tab_separated(rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join("\t".join("" if c is None else str(c) for c in row) for row in rows)
+
+
+def silence_stdout() -> None:
+    """After a closed pipe, point stdout at /dev/null so the flush at exit cannot fail again."""
+    import os
+    import sys
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import sys
 from collections.abc import Callable, Iterator
 
 READ_SIZE = 1 << 16
@@ -84,3 +85,32 @@ def batches(fd: int, separator: bytes, as_json: bool) -> Iterator[list[bytes]]:
             batch, size = [], 0
     if batch:
         yield batch
+
+
+def read_one_message(stdin) -> str:
+    """All of standard input as one message, without its final newline (as ``$(...)`` does)."""
+    if stdin.isatty():
+        sys.stderr.write("mqctl: reading the message from standard input; end it with Ctrl-D\n")
+    try:
+        text = stdin.buffer.read().decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError("standard input is not UTF-8 text; send binary data base64-encoded") from None
+    return text[:-1] if text.endswith("\n") else text
+
+
+def send_stream(client, queue: str, separator: bytes, as_json: bool, delay: float) -> int:
+    """Send standard input as messages (a batch at a time); how many. If it fails half-way, says
+    on stderr how many were sent before the error, then lets the error go on."""
+    sent = 0
+    suffix = f',"delay":{delay!r}}}'.encode() if delay else None
+    try:
+        for batch in batches(sys.stdin.fileno(), separator, as_json):
+            if suffix:
+                batch = [item[:-1] + suffix for item in batch]
+            client.send_batch(queue, batch)
+            sent += len(batch)
+    except Exception:
+        if sent:
+            sys.stderr.write(f"mqctl: {sent} messages were sent before this error\n")
+        raise
+    return sent
