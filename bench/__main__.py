@@ -22,6 +22,7 @@ from .systems import BY_NAME, SYSTEMS, System
 
 SMOKE_SYSTEMS = ("mqd", "ceiling")
 INSTALL_PEERS = Path(__file__).with_name("install-peers")
+KEPT_MARKER = "<!-- analysis: written by hand, kept when python -m bench rewrites this file -->"
 
 
 def _options(argv: list[str] | None) -> argparse.Namespace:
@@ -209,8 +210,18 @@ async def _main(options: argparse.Namespace) -> int:
     text = _report(options, results, extra, time.monotonic() - started) + report.scaling_table(scaling)
     print(text)
     if options.output:
-        Path(options.output).write_text(text + "\n")
+        _write_report(Path(options.output), text)
     return 0
+
+
+def _write_report(path: Path, text: str) -> None:
+    """Replace the figures in ``path`` but keep its hand-written analysis, which starts at
+    ``KEPT_MARKER``: the reasons behind the figures outlive one run of them."""
+    kept = ""
+    if path.exists():
+        _, marker, rest = path.read_text().partition(KEPT_MARKER)
+        kept = marker + rest
+    path.write_text(text + "\n" + ("\n" + kept if kept else ""))
 
 
 def main(argv: list[str] | None = None) -> None:
