@@ -181,9 +181,8 @@ async def send(request: web.Request) -> web.Response:
         items = body["messages"]
         if not isinstance(items, list) or not 1 <= len(items) <= protocol.MAX_BATCH:
             raise InvalidArgument(f"'messages' must be a list of 1 to {protocol.MAX_BATCH} messages.")
-        messages = [parsing.new_message(item, parsing.ItemName(i)) for i, item in enumerate(items)]
-        result = await _broker(request).send(name, messages)
-        return json_reply({"ids": result.ids}, 201)
+        result = await _broker(request).send(name, parsing.new_messages(items))
+        return json_reply(wire.ids_json(result.ids), 201)
     if "content" not in body:
         raise InvalidArgument("The body needs 'content' (one message) or 'messages' (a batch).")
     result = await _broker(request).send(name, [parsing.new_message(body, "the message", header_key)])

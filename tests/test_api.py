@@ -137,11 +137,31 @@ async def test_batch_send_returns_ids_in_order_and_receive_count_returns_them(cl
     assert [m["content"] for m in body["messages"]] == list(range(5))
 
 
-async def test_a_batch_with_one_bad_item_stores_nothing(client):
+async def test_a_batch_of_strings_and_other_values_round_trips_exactly(client):
+    # Plain string items take a short path through parsing; the rest the general one.
+    contents = ["plain", "nul \u0000, newline \n, \ud800, 😀", {"a": [1, "b"]}, "", 2.5, "é"]
+    items = [{"content": c} for c in contents] + [{"content": "delayed", "delay": 0}]
     await create(client)
-    response = await client.post("/queues/q/messages", json={"messages": [{"content": 1}, {"nope": 2}]})
+    response = await client.post("/queues/q/messages", json={"messages": items})
+    assert response.status == 201
+    status, body = await receive(client, count=10)
+    assert status == 200 and [m["content"] for m in body["messages"]] == [*contents, "delayed"]
+
+
+@pytest.mark.parametrize(
+    "items",
+    [
+        [{"content": 1}, {"nope": 2}],
+        [{"content": "ok"}, {"content": "x", "nope": 1}],
+        [{"content": "ok"}, "not an object"],
+    ],
+)
+async def test_a_batch_with_one_bad_item_stores_nothing(client, items):
+    await create(client)
+    response = await client.post("/queues/q/messages", json={"messages": items})
     assert response.status == 400
-    assert "messages[1]" in (await response.json())["error"]
+    error = (await response.json())["error"]
+    assert "messages[1]" in error
     assert (await receive(client))[0] == 204
 
 

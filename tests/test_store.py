@@ -127,6 +127,15 @@ async def test_messages_come_out_in_the_order_they_went_in(store, q):
     assert await contents(store, q) == [f'"{i}"' for i in range(20, 51)]
 
 
+@pytest.mark.parametrize("size", [1, 3, 37, 129, 1000])
+async def test_a_batch_of_any_size_is_stored_whole_and_in_order(store, q, size):
+    sent = [f'"{size}-{i}"' for i in range(size)]
+    result = await store.send(q, texts(*sent))
+    assert len(result.ids) == size and result.ids == sorted(result.ids)
+    assert await contents(store, q) == sent
+    assert (await store.queue_stats(q)).messages == 0
+
+
 async def test_receive_removes_so_a_message_is_delivered_once(store, q):
     await store.send(q, texts('"only"'))
     assert await contents(store, q) == ['"only"']
