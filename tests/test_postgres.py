@@ -48,43 +48,39 @@ async def test_a_schema_from_a_newer_mqd_is_refused(url):
         await PostgresStore(url).open()
 
 
-async def test_a_send_on_one_node_wakes_a_long_poll_on_another(url):
+@pytest.fixture
+async def two_nodes(url):
+    """A sending node's store, and a receiving node's broker waiting on a queue both share."""
     sender, receiver = PostgresStore(url), PostgresStore(url)
     await sender.open()
     await receiver.open()
     broker = Broker(receiver)
-    try:
-        await broker.create_queue("q", QueueSettings())
-        waiting = asyncio.ensure_future(broker.receive("q", wait=20))
-        await asyncio.sleep(0.3)
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        await sender.send("q", [NewMessage('"hello"')])
-        (delivery,) = await asyncio.wait_for(waiting, 10)
-        assert delivery.content == '"hello"'
-        assert loop.time() - started < 5  # woken by NOTIFY, not by a poll or the 20 s timeout
-    finally:
-        broker.close()
-        await sender.close()
-        await receiver.close()
+    await broker.create_queue("q", QueueSettings())
+    yield sender, broker
+    broker.close()
+    await sender.close()
+    await receiver.close()
 
 
-async def test_a_delayed_send_on_another_node_wakes_a_waiter_when_due(url):
-    sender, receiver = PostgresStore(url), PostgresStore(url)
-    await sender.open()
-    await receiver.open()
-    broker = Broker(receiver)
-    try:
-        await broker.create_queue("q", QueueSettings())
-        waiting = asyncio.ensure_future(broker.receive("q", wait=20))
-        await asyncio.sleep(0.3)
-        await sender.send("q", [NewMessage('"later"', delay=1)])
-        (delivery,) = await asyncio.wait_for(waiting, 10)
-        assert delivery.content == '"later"'
-    finally:
-        broker.close()
-        await sender.close()
-        await receiver.close()
+async def test_a_send_on_one_node_wakes_a_long_poll_on_another(two_nodes):
+    sender, broker = two_nodes
+    waiting = asyncio.ensure_future(broker.receive("q", wait=20))
+    await asyncio.sleep(0.3)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await sender.send("q", [NewMessage('"hello"')])
+    (delivery,) = await asyncio.wait_for(waiting, 10)
+    assert delivery.content == '"hello"'
+    assert loop.time() - started < 5  # woken by NOTIFY, not by a poll or the 20 s timeout
+
+
+async def test_a_delayed_send_on_another_node_wakes_a_waiter_when_due(two_nodes):
+    sender, broker = two_nodes
+    waiting = asyncio.ensure_future(broker.receive("q", wait=20))
+    await asyncio.sleep(0.3)
+    await sender.send("q", [NewMessage('"later"', delay=1)])
+    (delivery,) = await asyncio.wait_for(waiting, 10)
+    assert delivery.content == '"later"'
 
 
 class Proxy:

@@ -28,7 +28,7 @@ class MessageOperations:
     """Operations on messages (a mixin of SQLiteStore)."""
 
     def _send_all(self, connection, sends: list[Sequence[NewMessage]], *, name: str) -> list[SendResult]:
-        """Every send to one queue in this batch: one INSERT for all their messages."""
+        """Every send to one queue in this batch, inserted together (see ``_insert_messages``)."""
         row = self._row(name)
         self._check_space(sum(len(m.content) for messages in sends for m in messages))
         now = self._clock()
