@@ -24,6 +24,15 @@ def message(value) -> list[NewMessage]:
     return [NewMessage(str(value))]
 
 
+async def until_waiting(broker: Broker, receivers: int, timeout: float = 10) -> None:
+    """Until ``receivers`` are in line: each first tries the store (a round trip to PostgreSQL,
+    through a pool of ten connections), so how long that takes is the machine's business."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while broker.waiting_receivers < receivers:
+        assert asyncio.get_running_loop().time() < deadline, f"{broker.waiting_receivers} waiting"
+        await asyncio.sleep(0.01)
+
+
 async def test_a_waiting_receiver_wakes_when_a_lease_runs_out(broker):
     await broker.send("q", message(1))
     (leased,) = await broker.receive("q", lease=0.3)
@@ -36,7 +45,7 @@ async def test_a_waiting_receiver_wakes_when_a_lease_runs_out(broker):
 
 async def test_a_waiting_receiver_wakes_when_a_delayed_message_is_due(broker):
     waiting = asyncio.ensure_future(broker.receive("q", wait=5))
-    await asyncio.sleep(0.05)
+    await until_waiting(broker, 1)
     await broker.send("q", [NewMessage("1", delay=0.3)])
     (delivery,) = await asyncio.wait_for(waiting, 3)
     assert delivery.content == "1"
@@ -44,7 +53,7 @@ async def test_a_waiting_receiver_wakes_when_a_delayed_message_is_due(broker):
 
 async def test_deleting_a_queue_tells_its_waiting_receivers(broker):
     waiting = asyncio.ensure_future(broker.receive("q", wait=5))
-    await asyncio.sleep(0.05)
+    await until_waiting(broker, 1)
     await broker.delete_queue("q")
     with pytest.raises(QueueNotFound):
         await asyncio.wait_for(waiting, 3)
@@ -52,15 +61,14 @@ async def test_deleting_a_queue_tells_its_waiting_receivers(broker):
 
 async def test_closing_answers_waiting_receivers_with_nothing(broker):
     waiting = asyncio.ensure_future(broker.receive("q", wait=30))
-    await asyncio.sleep(0.05)
+    await until_waiting(broker, 1)
     broker.close()
     assert await asyncio.wait_for(waiting, 3) == []
 
 
 async def test_receivers_beyond_the_cap_are_refused(broker):
-    waiting = [asyncio.ensure_future(broker.receive("q", wait=5)) for _ in range(50)]
-    await asyncio.sleep(0.1)
-    assert broker.waiting_receivers == 50
+    waiting = [asyncio.ensure_future(broker.receive("q", wait=30)) for _ in range(50)]
+    await until_waiting(broker, 50)
     with pytest.raises(TooManyWaiters):
         await broker.receive("q", wait=5)
     await broker.send("q", [NewMessage(str(i)) for i in range(50)])
@@ -71,7 +79,7 @@ async def test_receivers_beyond_the_cap_are_refused(broker):
 
 async def test_a_batch_wakes_as_many_receivers_as_it_has_messages(broker):
     waiting = [asyncio.ensure_future(broker.receive("q", wait=5)) for _ in range(3)]
-    await asyncio.sleep(0.05)
+    await until_waiting(broker, 3)
     await broker.send("q", [NewMessage(str(i)) for i in range(3)])
     done, _ = await asyncio.wait(waiting, timeout=2)
     assert len(done) == 3
