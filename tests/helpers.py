@@ -1,7 +1,9 @@
-"""Running the real daemon and the real CLI as subprocesses, for tests that need whole processes."""
+"""Running the real daemon and the real CLI as subprocesses, for tests that need whole processes;
+and waiting for a broker's receivers to be in line."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -149,3 +151,12 @@ def mqctl(
         timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+
+
+async def until_waiting(broker, receivers: int, timeout: float = 10) -> None:
+    """Until ``receivers`` are in line: each first tries the store (a round trip to PostgreSQL,
+    through a pool of ten connections), so how long that takes is the machine's business."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while broker.waiting_receivers < receivers:
+        assert asyncio.get_running_loop().time() < deadline, f"{broker.waiting_receivers} waiting"
+        await asyncio.sleep(0.01)

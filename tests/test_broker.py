@@ -11,6 +11,8 @@ from mqd.broker import Broker
 from mqd.errors import QueueNotFound, TooManyWaiters
 from mqd.store.base import NewMessage, QueueSettings
 
+from .helpers import until_waiting
+
 
 @pytest.fixture
 async def broker(store):
@@ -22,15 +24,6 @@ async def broker(store):
 
 def message(value) -> list[NewMessage]:
     return [NewMessage(str(value))]
-
-
-async def until_waiting(broker: Broker, receivers: int, timeout: float = 10) -> None:
-    """Until ``receivers`` are in line: each first tries the store (a round trip to PostgreSQL,
-    through a pool of ten connections), so how long that takes is the machine's business."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while broker.waiting_receivers < receivers:
-        assert asyncio.get_running_loop().time() < deadline, f"{broker.waiting_receivers} waiting"
-        await asyncio.sleep(0.01)
 
 
 async def test_a_waiting_receiver_wakes_when_a_lease_runs_out(broker):

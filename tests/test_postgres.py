@@ -13,6 +13,7 @@ from mqd.store.base import NewMessage, QueueSettings
 from mqd.store.postgres import PostgresStore
 
 from . import postgres
+from .helpers import until_waiting
 
 
 @pytest.fixture
@@ -65,7 +66,7 @@ async def two_nodes(url):
 async def test_a_send_on_one_node_wakes_a_long_poll_on_another(two_nodes):
     sender, broker = two_nodes
     waiting = asyncio.ensure_future(broker.receive("q", wait=20))
-    await asyncio.sleep(0.3)
+    await until_waiting(broker, 1)
     loop = asyncio.get_running_loop()
     started = loop.time()
     await sender.send("q", [NewMessage('"hello"')])
@@ -77,7 +78,7 @@ async def test_a_send_on_one_node_wakes_a_long_poll_on_another(two_nodes):
 async def test_a_delayed_send_on_another_node_wakes_a_waiter_when_due(two_nodes):
     sender, broker = two_nodes
     waiting = asyncio.ensure_future(broker.receive("q", wait=20))
-    await asyncio.sleep(0.3)
+    await until_waiting(broker, 1)
     await sender.send("q", [NewMessage('"later"', delay=1)])
     (delivery,) = await asyncio.wait_for(waiting, 10)
     assert delivery.content == '"later"'
