@@ -139,7 +139,7 @@ def new_message(item: Any, where: str, header_key: str | None = None) -> NewMess
     except ValueError as exc:
         raise InvalidArgument(f"Cannot store the content of {where}: {exc}.") from None
     if len(item) == 1:
-        return NewMessage(content, 0.0, header_key)  # the common case, kept short: batches are big
+        return NewMessage(content, 0.0, header_key)  # the common case: no delay, no key of its own
     delay = number(item.get("delay", 0), "delay", 0, protocol.MAX_DELAY_SECONDS)
     key = idempotency_key(item["key"], f"'key' of {where}") if "key" in item else header_key
     return NewMessage(content, delay, key)

@@ -148,7 +148,7 @@ def _verify(
     problems = [row[0] for row in connection.execute("PRAGMA quick_check(5)")]
     if problems != ["ok"]:
         raise DataCorrupt(f"{database} is damaged ({'; '.join(problems)}); it was left untouched.")
-    highest = _highest_id(connection)
+    highest = highest_id(connection)
     if highest < recorded:
         wal = database.with_name(database.name + "-wal")
         where = wal if wal.exists() else database
@@ -171,7 +171,8 @@ def _verify(
     return f"ok: {checked} messages checked, ids up to {highest}, high-water mark {recorded}"
 
 
-def _highest_id(connection: sqlite3.Connection) -> int:
+def highest_id(connection: sqlite3.Connection) -> int:
+    """The highest message id the store ever held: AUTOINCREMENT's record, or the rows if newer."""
     row = connection.execute("SELECT seq FROM sqlite_sequence WHERE name = 'messages'").fetchone()
     last = connection.execute("SELECT max(id) FROM messages").fetchone()[0]
     return max(row[0] if row else 0, last or 0)
@@ -209,7 +210,7 @@ def accept_loss(database: Path, mark: HighWaterMark) -> str:
             "UPDATE queues SET depth = (SELECT count(*) FROM messages WHERE messages.queue_id = queues.id)"
         )
         connection.execute("COMMIT")
-        highest = _highest_id(connection)
+        highest = highest_id(connection)
     finally:
         connection.close()
     mark.path.unlink(missing_ok=True)

@@ -35,7 +35,7 @@ from .base import (
     Totals,
 )
 from .group_commit import GroupCommitWorker, SharedOperation
-from .integrity import HIGH_WATER_FILE, HighWaterMark, accept_loss, verify
+from .integrity import HIGH_WATER_FILE, HighWaterMark, accept_loss, highest_id, verify
 from .schema import APPLICATION_ID, SCHEMA, SCHEMA_VERSION
 from .sqlite_messages import MessageOperations
 from .sqlite_queues import QueueOperations, QueueRow
@@ -216,9 +216,7 @@ class SQLiteStore(QueueOperations, MessageOperations, Store):
         for queue_id, name, created_at, max_attempts, dlq_id, dedup_window in rows:
             settings = QueueSettings(max_attempts, names.get(dlq_id), dedup_window)
             self._queues[name] = QueueRow(queue_id, Queue(name, created_at, settings), dlq_id)
-        row = connection.execute("SELECT seq FROM sqlite_sequence WHERE name = 'messages'").fetchone()
-        last = connection.execute("SELECT max(id) FROM messages").fetchone()[0]
-        self._next_id = max(row[0] if row else 0, last or 0) + 1
+        self._next_id = highest_id(connection) + 1
 
     # -- the public interface: every call is one operation of the group-commit worker -----------
 
