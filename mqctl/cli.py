@@ -407,15 +407,14 @@ def send(ctx, queue, message, lines, null, as_json, delay, key, url) -> None:
         return
     if message is None:
         message = streams.read_one_message(sys.stdin)
-    content = message
     if as_json:
-        import json
-
-        try:
-            content = json.loads(message)
-        except ValueError as exc:
-            raise click.UsageError(f"MESSAGE is not JSON ({exc})") from None
-    click.echo(client.send(queue, content, delay=delay, key=key)["id"])
+        problem = streams.json_problem(message)
+        if problem:
+            raise click.UsageError(f"MESSAGE is not JSON ({problem})")
+        sent = client.send(queue, json_text=message, delay=delay, key=key)
+    else:
+        sent = client.send(queue, message, delay=delay, key=key)
+    click.echo(sent["id"])
 
 
 @cli.command()

@@ -44,6 +44,31 @@ class ApiError(ClientError):
         self.message = message
 
 
+class JsonNumber(float):
+    """A JSON number that keeps the text it was written as: mqd returns a message's content
+    exactly as it was sent (``0.1000000000000000000001``, ``1e-400``), and printing it must not
+    round it through a double. Arithmetic sees the nearest float."""
+
+    __slots__ = ("text",)
+
+    def __new__(cls, text: str) -> JsonNumber:
+        number = float.__new__(cls, text)
+        number.text = text
+        return number
+
+
+LONGEST_INTEGER = 4000  # digits Python converts to int (longer ones keep their text only)
+
+
+def _integer(text: str) -> int | JsonNumber:
+    return int(text) if len(text) <= LONGEST_INTEGER else JsonNumber(text)
+
+
+def decode(text: str | bytes) -> Any:
+    """JSON from mqd, every number kept as written (see JsonNumber)."""
+    return json.loads(text, parse_float=JsonNumber, parse_int=_integer)
+
+
 class Response:
     __slots__ = ("body", "headers", "status")
 
@@ -53,7 +78,7 @@ class Response:
         self.body = body
 
     def json(self) -> Any:
-        return json.loads(self.body) if self.body else None
+        return decode(self.body) if self.body else None
 
 
 class _Connection:
@@ -263,13 +288,24 @@ class Client:
     def redrive(self, name: str) -> dict[str, Any]:
         return self._call("POST", _queue_path(name, "/redrive")).json()
 
-    def send(self, name: str, content: Any, *, delay: float = 0, key: str | None = None) -> dict[str, Any]:
-        body: dict[str, Any] = {"content": content}
+    def send(
+        self,
+        name: str,
+        content: Any = None,
+        *,
+        json_text: str | None = None,
+        delay: float = 0,
+        key: str | None = None,
+    ) -> dict[str, Any]:
+        """Send ``content`` (any JSON value), or ``json_text``: the content's JSON text, which mqd
+        keeps exactly as written (numbers included). Check that it is one JSON value first."""
+        body = '{"content":' + (json_text if json_text is not None else json.dumps(content))
         if delay:
-            body["delay"] = delay
+            body += f',"delay":{delay!r}'
         if key is not None:
-            body["key"] = key  # in the body rather than the header: any Unicode key travels as is
-        return self._call("POST", _queue_path(name, "/messages"), body).json()
+            body += ',"key":' + json.dumps(key)  # in the body: any Unicode key travels as is
+        raw = (body + "}").encode("utf-8")
+        return self._call("POST", _queue_path(name, "/messages"), raw_body=raw).json()
 
     def send_batch(self, name: str, encoded_messages: list[bytes]) -> list[int]:
         """Send messages already encoded as JSON objects (``{"content": ...}``), all or nothing."""

@@ -6,16 +6,27 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from .client import JsonNumber
+
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
 
 def content_text(content: Any) -> str:
     """A string prints as it is; any other JSON value prints as JSON."""
     if isinstance(content, str):
         return content
-    return json.dumps(content, ensure_ascii=False, separators=(",", ":"))
+    return json_line(content)
 
 
 def json_line(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    """Compact JSON on one line; numbers as mqd wrote them (see client.JsonNumber)."""
+    if isinstance(value, JsonNumber):
+        return value.text
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{_encode(str(k))}:{json_line(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(json_line(item) for item in value) + "]"
+    return _encode(value)
 
 
 def duration(seconds: float | None) -> str:

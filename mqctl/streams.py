@@ -59,16 +59,29 @@ def encoder(as_json: bool, noun: str) -> Callable[[bytes, int], bytes]:
             raise InputError(
                 f"{noun} {number} of standard input is not UTF-8 text; send binary data base64-encoded"
             ) from None
-        if as_json:
-            try:
-                value = json.loads(text)
-            except ValueError as exc:
-                raise InputError(f"{noun} {number} of standard input is not JSON ({exc})") from None
-        else:
-            value = text
-        return b'{"content":' + json.dumps(value).encode() + b"}"
+        if not as_json:
+            return b'{"content":' + json.dumps(text).encode() + b"}"
+        problem = json_problem(text)
+        if problem:
+            raise InputError(f"{noun} {number} of standard input is not JSON ({problem})")
+        return b'{"content":' + record + b"}"  # as written: mqd keeps its numbers exactly
 
     return encode
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def json_problem(text: str) -> str | None:
+    """Why ``text`` is not exactly one JSON value (as mqd reads JSON), or None if it is."""
+    try:
+        json.loads(text, parse_constant=_reject_constant, parse_int=len, parse_float=len)
+    except RecursionError:
+        return "it is nested too deeply"
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def batches(fd: int, separator: bytes, as_json: bool) -> Iterator[list[bytes]]:

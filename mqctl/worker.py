@@ -12,7 +12,6 @@ message is acknowledged only after its command exited 0.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import signal
 import subprocess
@@ -23,6 +22,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from . import output
 from .client import ApiError, Client, ClientError, DaemonUnreachable
 
 IDLE_WAIT_SECONDS = 20  # long-poll per receive while waiting for work
@@ -188,7 +188,7 @@ class Worker:
 
     def _spawn(self, message: dict[str, Any]) -> subprocess.Popen:
         content = message["content"]
-        data = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
+        data = output.content_text(content)
         environment = {
             **os.environ,
             "MQ_QUEUE": self.queue,

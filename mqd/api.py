@@ -8,10 +8,12 @@ response itself, and nothing a client sends can produce a traceback or a 500.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import hdrs, web
@@ -22,6 +24,7 @@ from .errors import (
     DataCorrupt,
     DataDirectoryError,
     Forbidden,
+    InternalError,
     InvalidArgument,
     MqError,
     QueueConflict,
@@ -52,6 +55,7 @@ STATUS_OF_ERROR: dict[type[MqError], int] = {
     StorageFull: 507,
     DataCorrupt: 500,
     DataDirectoryError: 500,
+    InternalError: 500,
 }
 EXTRA_HEADERS: dict[type[MqError], dict[str, str]] = {
     TooManyWaiters: {hdrs.RETRY_AFTER: "1"},
@@ -118,6 +122,17 @@ def _name(request: web.Request) -> str:
     return parsing.queue_name(request.match_info["name"])
 
 
+async def _receipt(request: web.Request) -> tuple[str, str]:
+    """The queue and the receipt of the path. A receipt that cannot be one mqd handed out is
+    unknown without asking the store, but an unknown queue still says so first."""
+    name = _name(request)
+    receipt = request.match_info["receipt"]
+    if not parsing.looks_like_receipt(receipt):
+        await _broker(request).get_queue(name)
+        raise ReceiptNotFound(receipt)
+    return name, receipt
+
+
 # -- queues -------------------------------------------------------------------------------------
 
 
@@ -168,41 +183,51 @@ async def redrive(request: web.Request) -> web.Response:
 async def send(request: web.Request) -> web.Response:
     parsing.check_query(request, set())
     name = _name(request)
-    header = request.headers.get(protocol.IDEMPOTENCY_KEY_HEADER)
-    header_key = (
-        None
-        if header is None
-        else parsing.idempotency_key(header, f"The {protocol.IDEMPOTENCY_KEY_HEADER} header")
-    )
-    body = await parsing.read_object(request, {"content", "delay", "key", "messages"})
-    if "messages" in body:
-        if len(body) > 1:
-            raise InvalidArgument("A batch has only 'messages'; put 'delay' and 'key' in each item.")
-        items = body["messages"]
-        if not isinstance(items, list) or not 1 <= len(items) <= protocol.MAX_BATCH:
-            raise InvalidArgument(f"'messages' must be a list of 1 to {protocol.MAX_BATCH} messages.")
-        result = await _broker(request).send(name, parsing.new_messages(items))
+    messages, batch = await parsing.read_send(request)
+    result = await _broker(request).send(name, messages)
+    if batch:
         return json_reply(wire.ids_json(result.ids), 201)
-    if "content" not in body:
-        raise InvalidArgument("The body needs 'content' (one message) or 'messages' (a batch).")
-    result = await _broker(request).send(name, [parsing.new_message(body, "the message", header_key)])
     if result.duplicates[0]:
         return json_reply({"id": result.ids[0], "duplicate": True}, 200)
     return json_reply({"id": result.ids[0]}, 201)
 
 
-async def receive(request: web.Request) -> web.Response:
+async def receive(request: web.Request) -> web.StreamResponse:
     parsing.check_query(request, {"count", "wait", "lease"})
     name = _name(request)
     count = parsing.query_number(request, "count", 1, protocol.MAX_BATCH, integer=True)
     wait = parsing.query_number(request, "wait", 0, request.app[CONFIG].max_wait) or 0.0
     lease = parsing.query_number(request, "lease", protocol.MIN_LEASE_SECONDS, protocol.MAX_LEASE_SECONDS)
-    deliveries = await _broker(request).receive(name, count=count or 1, lease=lease, wait=wait)
+    broker = _broker(request)
+    connected = functools.partial(_connected, request)
+    deliveries = await broker.receive(name, count=count or 1, lease=lease, wait=wait, still_there=connected)
     if not deliveries:
         return web.Response(status=204)
-    if count is None:
-        return json_reply(wire.delivery_json(deliveries[0]))
-    return json_reply(wire.deliveries_json(deliveries))
+    body = wire.delivery_json(deliveries[0]) if count is None else wire.deliveries_json(deliveries)
+    return await _hand_over(request, json_reply(body), lambda: broker.give_back(name, deliveries))
+
+
+def _connected(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is not None and not transport.is_closing()
+
+
+async def _hand_over(
+    request: web.Request, response: web.Response, give_back: Callable[[], None]
+) -> web.Response:
+    """Write a reply that carries messages; if the client is gone before it was written, call
+    ``give_back`` so the messages go to someone who is still there."""
+    try:
+        if not _connected(request):
+            raise ConnectionResetError("the client left")
+        await response.prepare(request)
+        await response.write_eof()
+    except (ConnectionError, asyncio.CancelledError):
+        give_back()
+        if not _connected(request):
+            return response  # aiohttp lets a reply to a closed connection go quietly
+        raise
+    return response
 
 
 async def peek(request: web.Request) -> web.Response:
@@ -216,7 +241,8 @@ async def peek(request: web.Request) -> web.Response:
 
 async def ack(request: web.Request) -> web.Response:
     parsing.check_query(request, set())
-    await _broker(request).ack(_name(request), request.match_info["receipt"])
+    name, receipt = await _receipt(request)
+    await _broker(request).ack(name, receipt)
     return web.Response(status=204)
 
 
@@ -224,7 +250,8 @@ async def release(request: web.Request) -> web.Response:
     parsing.check_query(request, set())
     body = await parsing.read_object(request, {"delay"}, required=False)
     delay = parsing.number(body.get("delay", 0), "delay", 0, protocol.MAX_DELAY_SECONDS)
-    await _broker(request).release(_name(request), request.match_info["receipt"], delay)
+    name, receipt = await _receipt(request)
+    await _broker(request).release(name, receipt, delay)
     return web.Response(status=204)
 
 
@@ -234,8 +261,8 @@ async def extend(request: web.Request) -> web.Response:
     if "lease" not in body:
         raise InvalidArgument("Extending a lease needs 'lease' (seconds from now).")
     lease = parsing.number(body["lease"], "lease", protocol.MIN_LEASE_SECONDS, protocol.MAX_LEASE_SECONDS)
-    receipt = request.match_info["receipt"]
-    expires_at = await _broker(request).extend(_name(request), receipt, lease)
+    name, receipt = await _receipt(request)
+    expires_at = await _broker(request).extend(name, receipt, lease)
     return json_reply({"receipt": receipt, "lease_expires_at": expires_at})
 
 

@@ -32,6 +32,12 @@ def create_store(config: Config) -> Store:
     )
 
 
+# What the runner serving the application must be given (server.py; pytest-aiohttp's test server
+# does the same by default): a handler whose client disconnects is cancelled, so a long-poll
+# leaves its line at once instead of taking the next message for nobody.
+RUNNER_OPTIONS = {"handler_cancellation": True}
+
+
 def create_app(config: Config) -> web.Application:
     """The application; its store is opened when the app starts and closed when it stops."""
     metrics = Metrics()
@@ -75,6 +81,7 @@ async def _store_and_broker(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         app[BROKER].close()
+        await app[BROKER].finish_returns()
         await store.close()
 
 

@@ -14,18 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from .errors import QueueNotFound, ShuttingDown, TooManyWaiters
+from .errors import MqError, QueueNotFound, ShuttingDown, TooManyWaiters
 from .store.base import (
     Delivery,
     NewMessage,
     Queue,
     QueueSettings,
     QueueStats,
+    ReceiveResult,
     SendResult,
     Store,
     Totals,
@@ -42,6 +44,7 @@ class QueueCounters:
 
     sent: int = 0
     received: int = 0
+    returned: int = 0  # taken for a receiver that left before it was told, and put back
     acked: int = 0
     released: int = 0
     dead_lettered: int = 0
@@ -81,6 +84,7 @@ class Broker:
         self._lines: dict[str, _Line] = {}
         self._waiting = 0
         self._closing = False
+        self._returns: set[asyncio.Task] = set()
         store.set_listener(self)
 
     # -- what the store reports of changes made elsewhere (other nodes on a shared database) ----
@@ -118,6 +122,9 @@ class Broker:
         line = self._lines.get(name)
         if line is not None:  # its receivers find out the queue is gone
             self._wake(line, len(line.waiting))
+
+    async def get_queue(self, name: str) -> Queue:
+        return await self.store.get_queue(name)
 
     async def queue_stats(self, name: str) -> QueueStats:
         return await self.store.queue_stats(name)
@@ -162,11 +169,22 @@ class Broker:
         return result
 
     async def receive(
-        self, name: str, *, count: int = 1, lease: float | None = None, wait: float = 0.0
+        self,
+        name: str,
+        *,
+        count: int = 1,
+        lease: float | None = None,
+        wait: float = 0.0,
+        still_there: Callable[[], bool] = lambda: True,
     ) -> list[Delivery]:
-        """Up to ``count`` messages; waits up to ``wait`` seconds for the first one."""
+        """Up to ``count`` messages; waits up to ``wait`` seconds for the first one.
+
+        A message never goes to a receiver that has left: ``still_there`` is asked before every
+        look at the store (and a waiting receiver leaves the line as soon as its caller is
+        cancelled); messages taken for one that is cancelled while the store takes them are put
+        back (see ``give_back``)."""
         if wait <= 0 or self._closing:
-            return await self._take(name, count, lease)
+            return await self._take(name, count, lease, still_there)
         # Join the line before looking, so that a send landing between our look and our sleep
         # still bumps the generation we compare against.
         line = self._lines.get(name)
@@ -174,7 +192,7 @@ class Broker:
             line = self._lines[name] = _Line()
         line.receivers += 1
         try:
-            return await self._wait_and_take(name, line, count, lease, wait)
+            return await self._wait_and_take(name, line, count, lease, wait, still_there)
         finally:
             line.receivers -= 1
             self._forget_if_idle(name, line)
@@ -200,8 +218,53 @@ class Broker:
 
     # -- waiting ---------------------------------------------------------------------------------
 
-    async def _take(self, name: str, count: int, lease: float | None) -> list[Delivery]:
-        result = await self.store.receive(name, count, lease)
+    def give_back(self, name: str, deliveries: Sequence[Delivery]) -> None:
+        """Put back messages whose receiver left before it was told of them (its connection
+        closed before the reply was written): ready again at once, the attempt not counted."""
+        if deliveries:
+            task = asyncio.get_running_loop().create_task(self._restore(name, list(deliveries)))
+            self._returns.add(task)
+            task.add_done_callback(self._returns.discard)
+
+    async def finish_returns(self) -> None:
+        """Wait for messages being given back (before the store closes)."""
+        while self._returns:
+            await asyncio.gather(*self._returns, return_exceptions=True)
+
+    async def _restore(self, name: str, deliveries: list[Delivery]) -> None:
+        try:
+            restored = await self.store.restore(name, deliveries)
+        except MqError as exc:
+            log.warning(
+                "could not put back %d message(s) of '%s' whose receiver left: %s", len(deliveries), name, exc
+            )
+            return
+        self.counters_for(name).returned += restored
+        if restored:
+            log.debug("put back %d message(s) of '%s': the receiver left", restored, name)
+            self._notify(name, restored)
+
+    async def _take(
+        self, name: str, count: int, lease: float | None, still_there: Callable[[], bool]
+    ) -> list[Delivery]:
+        if not still_there():
+            return []
+        # Once asked, the store takes the messages whatever happens to us: if we are cancelled
+        # meanwhile (the receiver's connection closed), they are put back as soon as it has.
+        taking = asyncio.ensure_future(self.store.receive(name, count, lease))
+        try:
+            result = await asyncio.shield(taking)
+        except asyncio.CancelledError:
+            taking.add_done_callback(functools.partial(self._taken_for_nobody, name, lease))
+            raise
+        return self._taken(name, result, lease)
+
+    def _taken_for_nobody(self, name: str, lease: float | None, taking: asyncio.Future) -> None:
+        if taking.cancelled() or taking.exception() is not None:
+            return
+        self.give_back(name, self._taken(name, taking.result(), lease))
+
+    def _taken(self, name: str, result: ReceiveResult, lease: float | None) -> list[Delivery]:
         if result.deliveries:
             self.counters_for(name).received += len(result.deliveries)
             if lease is not None:
@@ -212,7 +275,13 @@ class Broker:
         return result.deliveries
 
     async def _wait_and_take(
-        self, name: str, line: _Line, count: int, lease: float | None, wait: float
+        self,
+        name: str,
+        line: _Line,
+        count: int,
+        lease: float | None,
+        wait: float,
+        still_there: Callable[[], bool],
     ) -> list[Delivery]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
@@ -220,7 +289,7 @@ class Broker:
         try:
             while True:
                 generation = line.generation
-                deliveries = await self._take(name, count, lease)
+                deliveries = await self._take(name, count, lease, still_there)
                 if deliveries:
                     if me is not None:
                         self._leave(line, me)
@@ -228,7 +297,7 @@ class Broker:
                     if len(deliveries) == count and line.waiting:
                         self._wake(line, 1)  # there may be more: pass the baton
                     return deliveries
-                if self._closing or loop.time() >= deadline:
+                if self._closing or loop.time() >= deadline or not still_there():
                     return []
                 if line.generation != generation:
                     continue  # something arrived while we looked: look again
@@ -242,6 +311,13 @@ class Broker:
                     self._waiting += 1
                 if not await self._sleep(line, name, me, deadline) or self._closing:
                     return []
+        except asyncio.CancelledError:
+            if me is not None:  # we may have been woken for a message: let the next one look
+                self._leave(line, me)
+                me = None
+                if line.waiting:
+                    self._wake(line, 1)
+            raise
         finally:
             if me is not None:
                 self._leave(line, me)

@@ -52,6 +52,16 @@ class StorageFull(MqError):
     """The data directory has too little free space left to accept more messages."""
 
 
+class InternalError(MqError):
+    """mqd itself failed to carry out this one operation (its log has the details); nothing of it
+    was kept, and other clients' operations were not affected."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "mqd failed to carry out this request and kept nothing of it; the error is in its log."
+        )
+
+
 class StorageFailed(MqError):
     """The store could not confirm a write (an I/O error); its outcome is unknown."""
 

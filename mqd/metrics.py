@@ -113,6 +113,7 @@ class Metrics:
         for field, help_text in (
             ("sent", "Messages stored by sends (repeated idempotency keys excluded)."),
             ("received", "Messages delivered to receivers (removed or leased)."),
+            ("returned", "Messages taken for a receiver that left before its reply was written, put back."),
             ("acked", "Leased messages acknowledged."),
             ("released", "Leased messages released early."),
             ("dead_lettered", "Messages moved to a dead-letter queue."),

@@ -7,13 +7,15 @@ all, 415), which the API turns into the reply.
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import hdrs, web
 
-from . import protocol, wire
+from . import jsontext, protocol
 from .errors import InvalidArgument
 from .store.base import NewMessage, QueueSettings
 
@@ -22,9 +24,10 @@ def is_json_type(content_type: str) -> bool:
     return content_type == "application/json" or content_type.endswith("+json")
 
 
-async def read_json(request: web.Request) -> Any:
-    """The request's JSON body, or None when there is none. A body with an explicit non-JSON
-    content type is refused (415): a browser form must never be read as a message."""
+async def read_document(request: web.Request) -> tuple[str, Any] | None:
+    """The request's JSON body as (its text, its value), or None when there is none. A body with
+    an explicit non-JSON content type is refused (415): a browser form must never be read as a
+    message."""
     if not request.body_exists:
         return None
     if hdrs.CONTENT_TYPE in request.headers and not is_json_type(request.content_type):
@@ -32,43 +35,83 @@ async def read_json(request: web.Request) -> Any:
             text=f"Bodies must be JSON (application/json), not {request.content_type}."
         )
     raw = await request.read()
-    if not raw.strip():
-        return None
     try:
-        return wire.decode(raw)
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidArgument("The request body is not valid UTF-8 JSON.") from None
+    if not text.strip():
+        return None
+    try:
+        return text, jsontext.decode(text)
     except ValueError as exc:
         raise InvalidArgument(f"The request body is not valid JSON: {exc}.") from None
 
 
-async def read_object(request: web.Request, allowed: set[str], *, required: bool = True) -> dict[str, Any]:
-    body = await read_json(request)
-    if body is None:
+def object_of(
+    document: tuple[str, Any] | None, allowed: set[str], *, required: bool = True
+) -> dict[str, Any]:
+    if document is None:
         if required:
             raise InvalidArgument("The request needs a JSON object body.")
         return {}
+    body = document[1]
     if not isinstance(body, dict):
         raise InvalidArgument("The request body must be a JSON object.")
     reject_unknown(body, allowed, "field")
     return body
 
 
+async def read_object(request: web.Request, allowed: set[str], *, required: bool = True) -> dict[str, Any]:
+    return object_of(await read_document(request), allowed, required=required)
+
+
 def reject_unknown(given: Mapping[str, Any], allowed: set[str], kind: str) -> None:
     unknown = sorted(set(given) - allowed)
     if unknown:
         expected = ", ".join(sorted(allowed)) or "none"
-        raise InvalidArgument(f"Unknown {kind} '{unknown[0]}'; expected: {expected}.")
+        raise InvalidArgument(f"Unknown {kind} {_quoted(unknown[0])}; expected: {expected}.")
+
+
+SHOWN_CHARACTERS = 40  # of a client's value quoted back in an error
+
+
+def _quoted(text: str) -> str:
+    """A client's string in an error sentence: quoted, escaped, and cut if long."""
+    if len(text) > SHOWN_CHARACTERS:
+        text = text[:SHOWN_CHARACTERS] + "…"
+    return json.dumps(text, ensure_ascii=True)
+
+
+def describe(value: Any) -> str:
+    """What arrived, for an error sentence: 'the string "3"', 'null', 'a list'."""
+    if isinstance(value, str):
+        return f"the string {_quoted(value)}"
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    if not _is_finite(value):
+        return "a number out of range"
+    return f"{value:g}"
 
 
 def number(value: Any, name: str, low: float, high: float, *, integer: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InvalidArgument(f"'{name}' must be a number from {low:g} to {high:g}.")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not _is_finite(value):
+        raise InvalidArgument(f"'{name}' must be a number from {low:g} to {high:g}, not {describe(value)}.")
     if integer and value != int(value):
-        raise InvalidArgument(f"'{name}' must be a whole number from {low:g} to {high:g}.")
+        raise InvalidArgument(f"'{name}' must be a whole number from {low:g} to {high:g}, not {value:g}.")
     if not low <= value <= high:
         raise InvalidArgument(f"'{name}' must be from {low:g} to {high:g}, not {value:g}.")
     return int(value) if integer else float(value)
+
+
+def _is_finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond any float
+        return False
 
 
 def query_number(
@@ -82,7 +125,9 @@ def query_number(
         value = int(text) if integer else float(text)
     except ValueError:
         kind = "a whole number" if integer else "a number"
-        raise InvalidArgument(f"Query parameter '{name}' must be {kind} from {low:g} to {high:g}.") from None
+        raise InvalidArgument(
+            f"Query parameter '{name}' must be {kind} from {low:g} to {high:g}, not {_quoted(text)}."
+        ) from None
     return number(value, f"{name}", low, high, integer=integer)
 
 
@@ -98,46 +143,85 @@ def check_query(request: web.Request, allowed: set[str]) -> None:
 
 def queue_name(value: Any) -> str:
     if not isinstance(value, str) or not protocol.is_valid_queue_name(value):
-        shown = value if isinstance(value, str) else wire.dumps(value)
-        raise InvalidArgument(f"Invalid queue name {shown!r}: use {protocol.QUEUE_NAME_RULE}.")
+        raise InvalidArgument(f"Invalid queue name ({describe(value)}): use {protocol.QUEUE_NAME_RULE}.")
     return value
 
 
+_RECEIPT = re.compile(r"[1-9][0-9]{0,17}\.[0-9a-f]{1,64}")  # "<message id>.<lease token>"
+
+
+def looks_like_receipt(text: str) -> bool:
+    """Whether ``text`` has the shape of a receipt mqd hands out (an id below 10**18, a token in
+    hex), so nothing else reaches a store."""
+    return _RECEIPT.fullmatch(text) is not None
+
+
 def idempotency_key(value: Any, source: str) -> str:
+    """A key every store can keep: valid Unicode (no lone surrogates, which UTF-8 cannot carry)
+    and no NUL (which PostgreSQL's text cannot)."""
     if not isinstance(value, str) or not 1 <= len(value) <= protocol.MAX_IDEMPOTENCY_KEY_LENGTH:
         raise InvalidArgument(
             f"{source} must be a string of 1 to {protocol.MAX_IDEMPOTENCY_KEY_LENGTH} characters."
         )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"{source} must be valid Unicode text (it has a lone surrogate).") from None
+    if "\0" in value:
+        raise InvalidArgument(f"{source} must not contain NUL characters.")
     return value
 
 
 MESSAGE_FIELDS = frozenset({"content", "delay", "key"})
+SEND_FIELDS = {"content", "delay", "key", "messages"}
 
 
-def new_messages(items: list[Any]) -> list[NewMessage]:
-    """A batch's items as messages. Items that are ``{"content": "<a string>"}`` alone, the
-    usual batch, take a short path with nothing to check but their shape; the rest go through
+async def read_send(request: web.Request) -> tuple[list[NewMessage], bool]:
+    """The messages of a send, and whether it was a batch. Each content is the JSON text the
+    client wrote (see jsontext.py), never a value decoded and encoded again."""
+    header = request.headers.get(protocol.IDEMPOTENCY_KEY_HEADER)
+    header_key = (
+        None if header is None else idempotency_key(header, f"The {protocol.IDEMPOTENCY_KEY_HEADER} header")
+    )
+    document = await read_document(request)
+    body = object_of(document, SEND_FIELDS)
+    text = document[0]
+    try:
+        if "messages" in body:
+            if len(body) > 1:
+                raise InvalidArgument("A batch has only 'messages'; put 'delay' and 'key' in each item.")
+            items = body["messages"]
+            if not isinstance(items, list) or not 1 <= len(items) <= protocol.MAX_BATCH:
+                raise InvalidArgument(f"'messages' must be a list of 1 to {protocol.MAX_BATCH} messages.")
+            return new_messages(items, jsontext.batch_contents(text)), True
+        if "content" not in body:
+            raise InvalidArgument("The body needs 'content' (one message) or 'messages' (a batch).")
+        content = jsontext.member_text(text, "content")
+    except jsontext.NestedTooDeeply as exc:
+        raise InvalidArgument(f"Cannot store the content: {exc}.") from None
+    return [new_message(body, content, "the message", header_key)], False
+
+
+def new_messages(items: list[Any], contents: list[str | None]) -> list[NewMessage]:
+    """A batch's items as messages. Items that are ``{"content": ...}`` alone, the usual batch,
+    take a short path with nothing to check but their shape; the rest go through
     ``new_message``."""
     messages = []
-    for index, item in enumerate(items):
-        if type(item) is dict and len(item) == 1 and type(item.get("content")) is str:
-            messages.append(NewMessage._make((wire.encode_string(item["content"]), 0.0, None)))
+    for index, (item, content) in enumerate(zip(items, contents, strict=True)):
+        if type(item) is dict and len(item) == 1 and content is not None:
+            messages.append(NewMessage._make((content, 0.0, None)))
         else:
-            messages.append(new_message(item, ItemName(index)))
+            messages.append(new_message(item, content, ItemName(index)))
     return messages
 
 
-def new_message(item: Any, where: str, header_key: str | None = None) -> NewMessage:
+def new_message(item: Any, content: str | None, where: str, header_key: str | None = None) -> NewMessage:
     if not isinstance(item, dict):
         raise InvalidArgument(f"{where} must be a JSON object with 'content'.")
     if not item.keys() <= MESSAGE_FIELDS:
         reject_unknown(item, MESSAGE_FIELDS, f"field in {where}")
-    if "content" not in item:
+    if "content" not in item or content is None:
         raise InvalidArgument(f"{where} has no 'content'.")
-    try:
-        content = wire.encode_content(item["content"])
-    except ValueError as exc:
-        raise InvalidArgument(f"Cannot store the content of {where}: {exc}.") from None
     if len(item) == 1:
         return NewMessage(content, 0.0, header_key)  # the common case: no delay, no key of its own
     delay = number(item.get("delay", 0), "delay", 0, protocol.MAX_DELAY_SECONDS)

@@ -15,7 +15,7 @@ import signal
 from aiohttp import web, web_protocol
 
 from . import __version__, pidfile
-from .app import create_app
+from .app import RUNNER_OPTIONS, create_app
 from .config import Config
 from .errors import MqError
 from .keys import BROKER
@@ -126,6 +126,7 @@ async def serve(config: Config) -> int:
     app = create_app(config)
     runner = web.AppRunner(
         app,
+        **RUNNER_OPTIONS,
         handle_signals=False,
         access_log=None,
         keepalive_timeout=config.keepalive_timeout,

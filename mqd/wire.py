@@ -1,47 +1,17 @@
-"""JSON on the wire: strict decoding of request bodies, and replies spliced from stored text.
+"""The JSON of replies: message content spliced in as it is stored, the rest encoded compactly.
 
-Message content is kept as the JSON text the client sent (re-serialised compactly), and replies
-embed that text as it is: a receive never decodes and re-encodes content. Content is stored with
-``ensure_ascii`` so that any string JSON can carry, lone surrogates included, round-trips exactly
-and the stored text is always valid UTF-8.
+Content is kept as the JSON text the client sent (see jsontext.py), so a receive never decodes
+and encodes it again; everything else is ASCII-only JSON.
 """
 
 from __future__ import annotations
 
 import json
-from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from .store.base import Delivery, QueueStats
 
 _encode_compact = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON value")
-
-
-_decoder = json.JSONDecoder(parse_constant=_reject_constant)
-
-
-def decode(raw: bytes | str) -> Any:
-    """Parse a JSON document strictly (no NaN or Infinity); ValueError with a readable reason."""
-    if isinstance(raw, bytes):
-        raw = raw.decode("utf-8")
-    return _decoder.decode(raw)
-
-
-def encode_content(value: Any) -> str:
-    """The stored form of a message's content; ValueError for numbers JSON cannot carry."""
-    try:
-        return _encode_compact(value)
-    except ValueError:
-        raise ValueError("a number in the content is too large to represent") from None
-
-
-def encode_string(value: str) -> str:
-    """``encode_content`` for a string, which is never refused: the C encoder, called directly."""
-    return encode_basestring_ascii(value)
 
 
 def ids_json(ids: list[int]) -> str:

@@ -14,7 +14,7 @@ except ImportError:  # asyncpg is missing: the PostgreSQL tests skip, saying so
     PostgresStore = None
 
 from . import postgres
-from .helpers import MqdProcess
+from .helpers import Mq, MqdProcess
 
 
 @pytest.fixture
@@ -78,3 +78,18 @@ def mqd(tmp_path):
     yield start
     for process in started:
         process.stop()
+
+
+@pytest.fixture
+def mq(tmp_path):
+    mq = Mq(tmp_path / "data")
+    yield mq
+    result = mq("stop", "--timeout", "10", "--force")
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture
+def running(mq):
+    mq.start()
+    assert mq("create", "q").returncode == 0
+    return mq

@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -136,6 +137,33 @@ def _json_or_text(raw: bytes):
 
 
 MQCTL = str(Path(sys.executable).with_name("mqctl"))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Mq:
+    """mqctl bound to one data directory and the daemon started from it."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.env = {"MQD_DATA_DIR": str(data_dir), "MQ_URL": f"http://127.0.0.1:{free_port()}"}
+
+    def __call__(self, *args: str, input=None, timeout: float = 60):
+        return mqctl(*args, env=self.env, input=input, timeout=timeout)
+
+    def start(self, *args: str):
+        result = self("start", "--port", "0", *args)
+        assert result.returncode == 0, result.stderr
+        self.env["MQ_URL"] = result.stdout.split(" at ")[-1].strip()
+        return result
+
+    @property
+    def pid(self) -> int:
+        return int((self.data_dir / "mqd.pid").read_text())
 
 
 def mqctl(

@@ -302,7 +302,6 @@ async def test_status_reports_totals(client):
         ("POST", "/queues/q/messages", {"json": {}}, 400),
         ("POST", "/queues/q/messages", {"json": {"contents": 1}}, 400),
         ("POST", "/queues/q/messages", {"data": '{"content": NaN}', "headers": JSON}, 400),
-        ("POST", "/queues/q/messages", {"data": '{"content": 1e999}', "headers": JSON}, 400),
         ("POST", "/queues/q/messages", {"data": b'{"content": "\xff"}', "headers": JSON}, 400),
         ("POST", "/queues/q/messages", {"json": {"content": 1, "delay": -1}}, 400),
         ("POST", "/queues/q/messages", {"json": {"content": 1, "delay": True}}, 400),
@@ -310,6 +309,35 @@ async def test_status_reports_totals(client):
         ("POST", "/queues/q/messages", {"json": {"messages": [{"content": 1}] * 1001}}, 400),
         ("POST", "/queues/q/messages", {"json": {"messages": "no"}}, 400),
         ("POST", "/queues/q/messages", {"json": {"content": 1}, "headers": {"Idempotency-Key": ""}}, 400),
+        ("POST", "/queues/q/messages", {"data": '{"content": "x", "key": "\\ud800"}', "headers": JSON}, 400),
+        (
+            "POST",
+            "/queues/q/messages",
+            {"data": '{"messages": [{"content": 1, "key": "\\udfff"}]}', "headers": JSON},
+            400,
+        ),
+        ("POST", "/queues/q/messages", {"json": {"content": "x", "key": "nul\x00"}}, 400),
+        ("POST", "/queues/q/messages", {"data": '{"content": 1, "delay": 1e400}', "headers": JSON}, 400),
+        (
+            "POST",
+            "/queues/q/messages",
+            {"data": '{"content": 1, "delay": 1' + "0" * 5000 + "}", "headers": JSON},
+            400,
+        ),
+        (
+            "POST",
+            "/queues/q/messages",
+            {"data": '{"content": ' + "[" * 600 + "]" * 600 + "}", "headers": JSON},
+            400,
+        ),
+        (
+            "POST",
+            "/queues/q/messages",
+            {"data": '{"content": ' + "[" * 100000 + "]" * 100000 + "}", "headers": JSON},
+            400,
+        ),
+        ("POST", "/queues", {"data": '{"name": [1e400]}', "headers": JSON}, 400),
+        ("POST", "/queues", {"json": {"name": "x" * 100000}}, 400),
         ("POST", "/queues/nope/messages", {"json": {"content": 1}}, 404),
         ("GET", "/queues/nope/messages", {}, 404),
         ("GET", "/queues/nope", {}, 404),
@@ -328,6 +356,11 @@ async def test_status_reports_totals(client):
         ("GET", "/queues/q/messages?wait=nan", {}, 400),
         ("GET", "/queues/.bad/messages", {}, 400),
         ("DELETE", "/queues/q/messages/1.deadbeef", {}, 404),
+        ("DELETE", "/queues/q/messages/1.dead%00beef", {}, 404),
+        ("DELETE", "/queues/q/messages/1.%ff", {}, 404),
+        ("DELETE", "/queues/q/messages/99999999999999999999999.ab", {}, 404),
+        ("POST", "/queues/q/messages/%ed%a0%80/release", {}, 404),
+        ("DELETE", "/queues/nope/messages/not-a-receipt", {}, 404),
         ("POST", "/queues/q/messages/1.deadbeef/extend", {"json": {"lease": 5}}, 404),
         ("POST", "/queues/q/messages/1.deadbeef/extend", {"json": {}}, 400),
         ("POST", "/queues/q/messages/1.deadbeef/release", {"json": {"delay": "x"}}, 400),
@@ -366,3 +399,31 @@ async def test_a_body_without_content_type_is_read_as_json(client):
     )
     assert response.status == 201
     assert (await receive(client))[1]["content"] == "plain"
+
+
+async def test_an_idempotency_key_header_that_is_not_utf8_is_refused(client):
+    await create(client)
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    body = b'{"content": 1}'
+    writer.write(
+        b"POST /queues/q/messages HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        b"Idempotency-Key: caf\xe9\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+    )
+    reply = await reader.read()
+    writer.close()
+    assert reply.startswith(b"HTTP/1.1 400") and b"Idempotency-Key" in reply
+
+
+async def test_refused_sends_fail_alone_beside_ordinary_ones(client):
+    await create(client)
+    hostile = [
+        '{"content": "x", "key": "\\ud800"}',
+        '{"messages": [{"content": "x", "key": "\\udfff"}]}',
+    ] * 10
+    ordinary = [client.post("/queues/q/messages", json={"content": i}) for i in range(100)]
+    refused = [client.post("/queues/q/messages", data=body, headers=JSON) for body in hostile]
+    responses = await asyncio.gather(*ordinary[:50], *refused, *ordinary[50:])
+    statuses = [r.status for r in responses]
+    assert statuses[:50] + statuses[70:] == [201] * 100 and statuses[50:70] == [400] * 20
+    _, body = await receive(client, count=1000)
+    assert sorted(m["content"] for m in body["messages"]) == list(range(100))

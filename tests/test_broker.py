@@ -108,3 +108,41 @@ async def test_counters_follow_the_traffic(broker):
     await broker.receive("q")
     counters = broker.counters_for("q")
     assert (counters.sent, counters.received, counters.acked) == (2, 2, 1)
+
+
+# -- receivers that leave -----------------------------------------------------------------------
+
+
+async def test_a_receiver_that_is_no_longer_there_takes_nothing(broker):
+    await broker.send("q", message("x"))
+    assert await broker.receive("q", still_there=lambda: False) == []
+    assert [d.content for d in await broker.receive("q")] == ["x"]
+
+
+async def test_a_cancelled_waiting_receiver_leaves_the_line_at_once_and_passes_its_turn(broker):
+    first = asyncio.ensure_future(broker.receive("q", wait=30))
+    await until_waiting(broker, 1)
+    second = asyncio.ensure_future(broker.receive("q", wait=30))
+    await until_waiting(broker, 2)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert broker.waiting_receivers == 1
+    await broker.send("q", message("x"))
+    assert [d.content for d in await asyncio.wait_for(second, 3)] == ["x"]
+
+
+@pytest.mark.parametrize("lease", [None, 30], ids=["consume", "lease"])
+async def test_messages_taken_for_a_receiver_cancelled_meanwhile_are_put_back(broker, lease):
+    (sent,) = (await broker.send("q", message("x"))).ids
+    taking = asyncio.ensure_future(broker.receive("q", count=5, lease=lease))
+    await asyncio.sleep(0)  # it has asked the store, which goes on without it
+    taking.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await taking
+    deadline = asyncio.get_running_loop().time() + 10
+    while broker.counters_for("q").returned < 1:
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+    (again,) = await broker.receive("q", lease=lease)
+    assert (again.id, again.attempts) == (sent, 1)

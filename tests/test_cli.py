@@ -14,51 +14,9 @@ from click.testing import CliRunner
 
 from mqctl.cli import cli
 
-from .helpers import MQCTL, mqctl
+from .helpers import MQCTL, Mq
 
 EXIT_EMPTY, EXIT_USAGE, EXIT_NOT_RUNNING, EXIT_NO_ANSWER, EXIT_NOT_FOUND = 1, 2, 3, 4, 5
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Mq:
-    """mqctl bound to one data directory and the daemon started from it."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.env = {"MQD_DATA_DIR": str(data_dir), "MQ_URL": f"http://127.0.0.1:{free_port()}"}
-
-    def __call__(self, *args: str, input=None, timeout: float = 60):
-        return mqctl(*args, env=self.env, input=input, timeout=timeout)
-
-    def start(self, *args: str):
-        result = self("start", "--port", "0", *args)
-        assert result.returncode == 0, result.stderr
-        self.env["MQ_URL"] = result.stdout.split(" at ")[-1].strip()
-        return result
-
-    @property
-    def pid(self) -> int:
-        return int((self.data_dir / "mqd.pid").read_text())
-
-
-@pytest.fixture
-def mq(tmp_path):
-    mq = Mq(tmp_path / "data")
-    yield mq
-    result = mq("stop", "--timeout", "10", "--force")
-    assert result.returncode == 0, result.stderr
-
-
-@pytest.fixture
-def running(mq):
-    mq.start()
-    assert mq("create", "q").returncode == 0
-    return mq
 
 
 def alive(pid: int) -> bool:

@@ -11,6 +11,7 @@ from mqd.broker import Broker
 from mqd.errors import DataCorrupt, StorageUnavailable
 from mqd.store.base import NewMessage, QueueSettings
 from mqd.store.postgres import PostgresStore
+from mqd.store.postgres_schema import SCHEMA_VERSION
 
 from . import postgres
 from .helpers import until_waiting
@@ -31,7 +32,7 @@ async def test_nodes_starting_together_create_the_schema_once(url):
     try:
         schema = stores[0].schema
         versions = await stores[0]._pool.fetch(f"SELECT version FROM {schema}.schema_version")
-        assert [row["version"] for row in versions] == [1]
+        assert [row["version"] for row in versions] == [SCHEMA_VERSION]
         await asyncio.gather(
             *(s.create_queue("q", QueueSettings()) for s in stores)
         )  # idempotent across nodes
@@ -47,6 +48,24 @@ async def test_a_schema_from_a_newer_mqd_is_refused(url):
     await store.close()
     with pytest.raises(DataCorrupt, match="newer mqd"):
         await PostgresStore(url).open()
+
+
+async def test_an_older_schema_is_upgraded_and_its_functions_replaced(url):
+    store = PostgresStore(url)
+    await store.open()
+    await store.create_queue("q", QueueSettings())
+    await store.send("q", [NewMessage('"kept"')])
+    await store._pool.execute(f"UPDATE {store.schema}.schema_version SET version = 1")
+    await store._pool.execute(f"DROP FUNCTION {store.schema}.receive")  # as if it were another
+    await store.close()
+    upgraded = PostgresStore(url)
+    await upgraded.open()
+    try:
+        version = await upgraded._pool.fetchval(f"SELECT version FROM {upgraded.schema}.schema_version")
+        assert version == SCHEMA_VERSION
+        assert [d.content for d in (await upgraded.receive("q", 1, None)).deliveries] == ['"kept"']
+    finally:
+        await upgraded.close()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .test_cli import free_port
+from .helpers import free_port
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

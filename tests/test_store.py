@@ -10,6 +10,7 @@ import pytest
 from mqd.errors import (
     DataCorrupt,
     DataDirectoryError,
+    InternalError,
     InvalidArgument,
     QueueConflict,
     QueueNotFound,
@@ -263,6 +264,76 @@ async def test_extend_keeps_the_message_hidden_past_its_first_lease(store, q):
     await asyncio.sleep(SHORT + 0.1)
     assert await contents(store, q) == []
     await store.ack(q, leased.receipt)
+
+
+# -- putting back what a receiver that left was given -------------------------------------------
+
+
+async def test_restore_makes_a_leased_message_ready_at_once_without_the_attempt(store, q):
+    await store.send(q, texts('"a"', '"b"'))
+    (leased,) = (await store.receive(q, 1, 30)).deliveries
+    assert await store.restore(q, [leased]) == 1
+    again = (await store.receive(q, 2, None)).deliveries
+    assert [(d.id, d.content, d.attempts) for d in again] == [
+        (leased.id, '"a"', 1),
+        (leased.id + 1, '"b"', 1),
+    ]
+
+
+async def test_restore_puts_a_removed_message_back_under_its_own_id_in_its_place(store, q):
+    await store.send(q, texts('"a"', '"b"'))
+    (removed,) = (await store.receive(q, 1, None)).deliveries
+    assert await store.restore(q, [removed]) == 1
+    assert (await store.queue_stats(q)).messages == 2
+    again = (await store.receive(q, 2, None)).deliveries
+    assert [(d.id, d.content, d.attempts) for d in again] == [
+        (removed.id, '"a"', 1),
+        (removed.id + 1, '"b"', 1),
+    ]
+
+
+async def test_restore_keeps_a_dead_letter_linked_to_its_source(store, with_dlq):
+    await store.send(with_dlq, texts('"x"'))
+    for _ in range(3):  # two attempts used, the third receive dead-letters it
+        for delivery in (await store.receive(with_dlq, 1, 30)).deliveries:
+            await store.release(with_dlq, delivery.receipt, 0)
+    (dead,) = (await store.receive("dlq", 1, None)).deliveries
+    assert dead.dead_letter_source == with_dlq
+    await store.restore("dlq", [dead])
+    assert await store.redrive("dlq") == {with_dlq: 1}
+
+
+async def test_restore_leaves_a_lease_that_is_no_longer_the_one_handed_out(store, q):
+    await store.send(q, texts('"a"'))
+    (first,) = (await store.receive(q, 1, SHORT)).deliveries
+    await asyncio.sleep(SHORT + 0.1)
+    (second,) = (await store.receive(q, 1, 30)).deliveries
+    assert await store.restore(q, [first]) == 0
+    with pytest.raises(ReceiptNotFound):
+        await store.ack(q, first.receipt)
+    await store.ack(q, second.receipt)
+
+
+async def test_restore_into_a_deleted_queue_puts_nothing_back(store, q):
+    await store.send(q, texts('"a"'))
+    (removed,) = (await store.receive(q, 1, None)).deliveries
+    await store.delete_queue(q)
+    assert await store.restore(q, [removed]) == 0
+
+
+# -- one operation's fault is its own -----------------------------------------------------------
+
+
+async def test_an_operation_that_fails_unexpectedly_fails_alone(store, q):
+    """A key no store can keep (the API refuses it long before) must fail its own send only, not
+    the others committed with it."""
+    ordinary = [store.send(q, texts(f'"{i}"')) for i in range(100)]
+    faulty = [store.send(q, [NewMessage('"x"', 0.0, "\ud800")]) for _ in range(20)]
+    results = await asyncio.gather(*ordinary[:50], *faulty, *ordinary[50:], return_exceptions=True)
+    outcomes = results[:50] + results[70:]
+    assert [type(r).__name__ for r in outcomes] == ["SendResult"] * 100
+    assert all(isinstance(r, InternalError) for r in results[50:70])
+    assert sorted(await contents(store, q)) == sorted(f'"{i}"' for i in range(100))
 
 
 # -- dead letters, delays, peek, idempotency ----------------------------------------------------

@@ -9,8 +9,7 @@ import time
 
 import pytest
 
-from .helpers import MQCTL
-from .test_cli import Mq
+from .helpers import MQCTL, Mq
 
 
 @pytest.fixture

@@ -83,6 +83,7 @@ class Delivery:
     receipt: str | None = None  # set when leased
     lease_expires_at: float | None = None
     visible_at: float | None = None  # for peek: when a hidden message becomes visible
+    dead_letter_source: str | None = None  # removed from a dead-letter queue: where it came from
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,6 +163,13 @@ class Store(abc.ABC):
         ``lease`` seconds, each with a fresh receipt (at least once). A message that has used up
         its queue's ``max_attempts`` moves to the dead-letter queue instead of being delivered.
         """
+
+    @abc.abstractmethod
+    async def restore(self, name: str, deliveries: Sequence[Delivery]) -> int:
+        """Undo a receive whose receiver left before it was told (its connection closed): leased
+        messages whose lease is still the one handed out are ready again at once, removed ones are
+        stored again under their own ids (so they keep their place in line), and neither counts
+        the attempt. Returns how many were put back; a queue deleted meanwhile takes none."""
 
     @abc.abstractmethod
     async def peek(self, name: str, count: int) -> list[Delivery]:

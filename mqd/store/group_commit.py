@@ -6,8 +6,11 @@ transaction, commits once, then answers them all. A lone client still gets its a
 fsync; a hundred concurrent clients share one. The event loop never blocks on SQLite.
 
 Operations are plain functions of the connection, each run inside its own savepoint: one that
-raises a domain error (``MqError``) is undone alone and the rest of the batch still commits; any
-other exception rolls the whole batch back and fails all of it.
+raises is undone alone and the rest of the batch still commits. A domain error (``MqError``) is
+the operation's answer; anything else is a fault of that operation (a value SQLite refused, a
+bug), logged and answered with InternalError, and if it struck a group of operations sharing
+their SQL, each of them is tried again on its own so that only the faulty one fails. Only a
+failure of the store itself (an I/O error, a full disk, a damaged database) fails the batch.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
-from ..errors import MqError, StorageFailed, StorageFull
+from ..errors import InternalError, MqError, StorageFailed, StorageFull
 
 log = logging.getLogger("mqd.store")
 
@@ -65,6 +68,13 @@ _SQLITE_FULL = 13
 _SQLITE_IOERR = 10
 _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
+# Codes that say the database as a whole cannot take this transaction, whichever operation met
+# them: busy, locked, out of memory, read-only, interrupted, I/O, damaged, full, cannot open.
+_STORE_WIDE = {5, 6, 7, 8, 9, 10, 11, 13, 14, 26}
+
+
+def _is_store_failure(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.Error) and (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in _STORE_WIDE
 
 
 class GroupCommitWorker:
@@ -165,7 +175,7 @@ class GroupCommitWorker:
             start = 0
             while start < len(work):
                 end = _end_of_group(work, start)
-                results += _run_group(connection, work[start:end])
+                results += self._run_group(connection, work[start:end])
                 start = end
             connection.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -183,6 +193,42 @@ class GroupCommitWorker:
                 error = self._fail(f"recording the commit failed ({exc.strerror or exc})")
                 return [(future, False, error) for _, future in work]
         return results
+
+    def _run_group(self, connection: sqlite3.Connection, group: list) -> list:
+        """Run one operation, or a group of shared ones, inside a savepoint of its own; returns
+        (future, ok, value) for each."""
+        connection.execute("SAVEPOINT operation")
+        try:
+            first = group[0][0]
+            if len(group) == 1:
+                values = [first(connection)]
+            else:
+                values = first.run_all(connection, [operation.request for operation, _ in group])
+        except MqError as exc:
+            connection.execute("ROLLBACK TO operation")
+            values = [exc] * len(group)
+        except Exception as exc:
+            if _is_store_failure(exc):
+                raise
+            self._undo_operation(connection)
+            if len(group) == 1:
+                log.error("a store operation failed and was undone alone", exc_info=exc)
+                values = [InternalError()]
+            else:  # which of them was it? each on its own, so that only that one fails
+                connection.execute("RELEASE operation")
+                return [result for item in group for result in self._run_group(connection, [item])]
+        connection.execute("RELEASE operation")
+        return [
+            (future, not isinstance(value, MqError), value)
+            for (_, future), value in zip(group, values, strict=True)
+        ]
+
+    def _undo_operation(self, connection: sqlite3.Connection) -> None:
+        """Roll back to the operation's savepoint and let the store reread what it keeps in
+        memory, which the operation may have changed before it failed."""
+        connection.execute("ROLLBACK TO operation")
+        if self._on_rollback is not None:
+            self._on_rollback(connection)
 
     def _storage_error(self, exc: sqlite3.Error) -> MqError:
         code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
@@ -232,25 +278,6 @@ def _end_of_group(work: list, start: int) -> int:
         ):
             end += 1
     return end
-
-
-def _run_group(connection: sqlite3.Connection, group: list) -> list:
-    """Run one operation, or a group of shared ones, inside a savepoint of its own."""
-    connection.execute("SAVEPOINT operation")
-    try:
-        first = group[0][0]
-        if len(group) == 1:
-            values = [first(connection)]
-        else:
-            values = first.run_all(connection, [operation.request for operation, _ in group])
-    except MqError as exc:
-        connection.execute("ROLLBACK TO operation")
-        values = [exc] * len(group)
-    connection.execute("RELEASE operation")
-    return [
-        (future, not isinstance(value, MqError), value)
-        for (_, future), value in zip(group, values, strict=True)
-    ]
 
 
 def _settle(results: list) -> None:

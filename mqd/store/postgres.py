@@ -22,6 +22,7 @@ import asyncpg
 
 from ..errors import (
     DataCorrupt,
+    InternalError,
     InvalidArgument,
     QueueConflict,
     QueueNotFound,
@@ -43,7 +44,7 @@ from .base import (
     Totals,
     content_checksum,
 )
-from .postgres_schema import NAME, SCHEMA_VERSION, channel, ddl
+from .postgres_schema import NAME, SCHEMA_VERSION, TABLE_CHANGES, channel, drop_functions, functions, tables
 
 log = logging.getLogger("mqd.store")
 
@@ -51,6 +52,7 @@ DEFAULT_SCHEMA = "mq"
 RECONNECT_SECONDS = 1.0
 _QUEUE_NOT_FOUND = "P0002"  # raised by the schema's queue() function
 _DISK_FULL = "53100"
+_REFUSED_VALUES = {"22", "23"}  # SQLSTATE classes: data exception, integrity constraint violation
 _UNAVAILABLE = {"57P01", "57P02", "57P03", "53300"}  # shut down, crashed, starting, too many connections
 
 
@@ -115,7 +117,8 @@ class PostgresStore(Store):
             )
             version = await connection.fetchval(f"SELECT max(version) FROM {s}.schema_version")
             if version is None:
-                await connection.execute(ddl(s))
+                await connection.execute(tables(s))
+                await connection.execute(functions(s))
                 await connection.execute(f"INSERT INTO {s}.schema_version VALUES ($1)", SCHEMA_VERSION)
                 log.info("created the mq schema %s (version %d)", s, SCHEMA_VERSION)
             elif version > SCHEMA_VERSION:
@@ -123,6 +126,14 @@ class PostgresStore(Store):
                     f"Schema {s} was written by a newer mqd (version {version}; this one knows "
                     f"{SCHEMA_VERSION}); it was left untouched."
                 )
+            elif version < SCHEMA_VERSION:
+                for step in range(version + 1, SCHEMA_VERSION + 1):
+                    if TABLE_CHANGES[step]:
+                        await connection.execute(TABLE_CHANGES[step].format(s=s))
+                await connection.execute(drop_functions(s))
+                await connection.execute(functions(s))
+                await connection.execute(f"UPDATE {s}.schema_version SET version = $1", SCHEMA_VERSION)
+                log.info("upgraded the mq schema %s from version %d to %d", s, version, SCHEMA_VERSION)
 
     async def close(self) -> None:
         self._closing = True
@@ -185,9 +196,15 @@ class PostgresStore(Store):
                 raise StorageUnavailable(
                     f"Lost the connection to PostgreSQL ({exc}); retry shortly."
                 ) from None
+            if exc.sqlstate[:2] in _REFUSED_VALUES:  # this operation's fault, nobody else's
+                log.error("PostgreSQL refused a value of one operation: %s", exc)
+                raise InternalError() from None
             raise StorageFailed(f"The store failed: {exc}.") from None
         except (OSError, asyncpg.InterfaceError) as exc:
             raise StorageUnavailable(f"Lost the connection to PostgreSQL ({exc}); retry shortly.") from None
+        except (UnicodeError, ValueError, TypeError, OverflowError) as exc:  # refused by asyncpg itself
+            log.error("a value of one operation could not be sent to PostgreSQL: %s", exc)
+            raise InternalError() from None
         if self._observer is not None:
             self._observer(time.perf_counter() - started, 1)
         return rows
@@ -358,7 +375,45 @@ class PostgresStore(Store):
             row["enqueued_at"],
             receipt,
             row.get("lease_expires_at"),
+            dead_letter_source=row.get("dead_letter_source"),
         )
+
+    async def restore(self, name: str, deliveries: Sequence[Delivery]) -> int:
+        s = self.schema
+        leased = [d for d in deliveries if d.receipt is not None]
+        removed = [d for d in deliveries if d.receipt is None]
+        rows = await self._fetch(
+            f"""WITH q AS (SELECT id FROM {s}.queues WHERE name = $1),
+                     released AS (
+                        UPDATE {s}.messages m SET visible_at = 0, lease_token = NULL, attempts = m.attempts - 1
+                        FROM unnest($2::bigint[], $3::text[]) AS r(id, token)
+                        WHERE m.id = r.id AND m.lease_token = r.token AND m.queue_id = (SELECT id FROM q)
+                        RETURNING 1),
+                     stored AS (
+                        INSERT INTO {s}.messages (id, queue_id, visible_at, attempts, enqueued_at,
+                                                  dead_letter_source_id, checksum, content)
+                        SELECT u.id, (SELECT id FROM q), 0, u.attempts, u.enqueued_at,
+                               (SELECT x.id FROM {s}.queues x WHERE x.name = u.source), u.checksum, u.content
+                        FROM unnest($4::bigint[], $5::integer[], $6::double precision[], $7::text[],
+                                    $8::bigint[], $9::text[]) AS u(id, attempts, enqueued_at, source, checksum, content)
+                        WHERE EXISTS (SELECT 1 FROM q)
+                        ON CONFLICT (id) DO NOTHING RETURNING 1),
+                     counted AS (SELECT (SELECT count(*) FROM released) + (SELECT count(*) FROM stored) AS n)
+                SELECT n, CASE WHEN n > 0 THEN pg_notify($10, concat_ws(' ', 'ready', $11::text, $1, n)) END
+                FROM counted""",
+            name,
+            [d.id for d in leased],
+            [d.receipt.partition(".")[2] for d in leased],
+            [d.id for d in removed],
+            [d.attempts - 1 for d in removed],
+            [d.enqueued_at for d in removed],
+            [d.dead_letter_source for d in removed],
+            [content_checksum(d.content) for d in removed],
+            [d.content for d in removed],
+            channel(s),
+            self.node,
+        )
+        return rows[0]["n"]
 
     async def peek(self, name: str, count: int) -> list[Delivery]:
         rows = await self._fetch(f"SELECT * FROM {self.schema}.peek($1, $2)", name, count, name=name)

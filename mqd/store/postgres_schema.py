@@ -7,14 +7,18 @@ database's clock, the one clock all nodes share. Every change that makes message
 later) sends a NOTIFY, delivered at commit, so long-polls on every node wake up.
 
 Everything lives in one PostgreSQL schema (``mq`` unless the URL says ``?schema=``); migrations
-run under an advisory lock, so nodes starting together do not race.
+run under an advisory lock, so nodes starting together do not race. Tables are created at version
+1 and changed by TABLE_CHANGES; functions hold no data, so an upgrade drops and recreates them all
+(every node of a deployment runs the same mqd version).
 """
 
 from __future__ import annotations
 
 import re
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# What each version changed in the tables; the functions are recreated on every upgrade.
+TABLE_CHANGES: dict[int, str] = {2: ""}  # 2: receive() says where a dead letter came from
 NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
@@ -22,10 +26,9 @@ def channel(schema: str) -> str:
     return f"mq_{schema}"
 
 
-def ddl(schema: str) -> str:
-    """Version 1 of the schema, for ``schema`` (a validated identifier)."""
+def tables(schema: str) -> str:
+    """The tables as version 1 created them, for ``schema`` (a validated identifier)."""
     s = schema
-    notify = f"'{channel(s)}'"
     return f"""
 CREATE TABLE {s}.queues (
     id                   bigserial PRIMARY KEY,
@@ -57,6 +60,25 @@ CREATE TABLE {s}.idempotency_keys (
     PRIMARY KEY (queue_id, key)
 );
 
+"""
+
+
+def drop_functions(schema: str) -> str:
+    return f"""
+DO $$ DECLARE f regprocedure;
+BEGIN
+    FOR f IN SELECT p.oid::regprocedure FROM pg_proc p WHERE p.pronamespace = '{schema}'::regnamespace LOOP
+        EXECUTE 'DROP FUNCTION ' || f;
+    END LOOP;
+END $$;
+"""
+
+
+def functions(schema: str) -> str:
+    """The functions of the current version, for ``schema`` (a validated identifier)."""
+    s = schema
+    notify = f"'{channel(s)}'"
+    return f"""
 CREATE FUNCTION {s}.epoch() RETURNS double precision LANGUAGE sql VOLATILE
 AS $$ SELECT extract(epoch FROM clock_timestamp())::double precision $$;
 
@@ -142,7 +164,8 @@ END $$;
 -- a NULL id reports how many did.
 CREATE FUNCTION {s}.receive(p_node text, p_queue text, p_count integer, p_lease double precision)
 RETURNS TABLE (id bigint, content text, attempts integer, enqueued_at double precision, checksum bigint,
-               lease_token text, lease_expires_at double precision, dead_lettered integer)
+               lease_token text, lease_expires_at double precision, dead_lettered integer,
+               dead_letter_source text)
 LANGUAGE plpgsql AS $$
 DECLARE
     q {s}.queues := {s}.queue(p_queue);
@@ -177,14 +200,15 @@ BEGIN
             RETURN QUERY
                 DELETE FROM {s}.messages m WHERE m.id = ANY (picked)
                 RETURNING m.id, m.content, m.attempts + 1, m.enqueued_at, m.checksum,
-                          NULL::text, NULL::double precision, 0;
+                          NULL::text, NULL::double precision, 0,
+                          (SELECT x.name FROM {s}.queues x WHERE x.id = m.dead_letter_source_id);
         ELSE
             RETURN QUERY
                 UPDATE {s}.messages m
                 SET visible_at = now_e + p_lease, lease_token = md5(random()::text || m.id), attempts = m.attempts + 1
                 WHERE m.id = ANY (picked)
                 RETURNING m.id, m.content, m.attempts, m.enqueued_at, m.checksum,
-                          m.lease_token, m.visible_at, 0;
+                          m.lease_token, m.visible_at, 0, NULL::text;
         END IF;
         taken := taken + cardinality(picked);
         EXIT WHEN taken >= p_count OR cardinality(exhausted) = 0;
@@ -193,7 +217,7 @@ BEGIN
         SELECT name INTO dlq FROM {s}.queues WHERE queues.id = q.dead_letter_queue_id;
         PERFORM pg_notify({notify}, concat_ws(' ', 'ready', p_node, dlq, moved));
         RETURN QUERY SELECT NULL::bigint, NULL::text, NULL::integer, NULL::double precision, NULL::bigint,
-                            NULL::text, NULL::double precision, moved;
+                            NULL::text, NULL::double precision, moved, NULL::text;
     END IF;
     IF p_lease IS NOT NULL AND taken > 0 THEN
         PERFORM pg_notify({notify}, concat_ws(' ', 'due', p_node, p_queue, now_e + p_lease));

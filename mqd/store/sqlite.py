@@ -253,6 +253,9 @@ class SQLiteStore(QueueOperations, MessageOperations, Store):
             SharedOperation(("receive", name, lease is None), receive_all, (count, lease))
         )
 
+    async def restore(self, name: str, deliveries: Sequence[Delivery]) -> int:
+        return await self._run(self._restore, name, deliveries)
+
     async def peek(self, name: str, count: int) -> list[Delivery]:
         return await self._run(self._peek, name, count)
 

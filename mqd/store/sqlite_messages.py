@@ -129,11 +129,11 @@ class MessageOperations:
 
     def _ready_rows(self, connection, row: QueueRow, count: int, after_id: int = 0) -> list:
         rows = connection.execute(
-            "SELECT id, attempts, enqueued_at, checksum, content FROM messages "
+            "SELECT id, attempts, enqueued_at, checksum, content, dead_letter_source_id FROM messages "
             "WHERE queue_id = ? AND visible_at = 0 AND id > ? ORDER BY id LIMIT ?",
             (row.id, after_id, count),
         ).fetchall()
-        for message_id, _, _, checksum, content in rows:
+        for message_id, _, _, checksum, content, _ in rows:
             if content_checksum(content) != checksum:
                 raise DataCorrupt(
                     f"Message {message_id} in {self.path} is damaged (checksum mismatch); "
@@ -186,7 +186,10 @@ class MessageOperations:
             return []
         if lease is None:
             connection.executemany("DELETE FROM messages WHERE id = ?", [(m[0],) for m in rows])
-            return [Delivery(m[0], m[4], m[1] + 1, m[2]) for m in rows]
+            names = (
+                {row.id: row.queue.name for row in self._queues.values()} if any(m[5] for m in rows) else {}
+            )
+            return [Delivery(m[0], m[4], m[1] + 1, m[2], dead_letter_source=names.get(m[5])) for m in rows]
         expires_at = now + lease
         tokens = [secrets.token_hex(8) for _ in rows]
         connection.executemany(
@@ -216,6 +219,38 @@ class MessageOperations:
             dlq_name,
         )
         return {dlq_name: len(message_ids)}
+
+    def _restore(self, connection, name: str, deliveries: Sequence[Delivery]) -> int:
+        row = self._queues.get(name)
+        if row is None:
+            return 0
+        restored = 0
+        for delivery in deliveries:
+            if delivery.receipt is not None:
+                message_id, token = _parse_receipt(delivery.receipt)
+                restored += connection.execute(
+                    "UPDATE messages SET visible_at = 0, lease_token = NULL, attempts = attempts - 1 "
+                    "WHERE id = ? AND queue_id = ? AND lease_token = ?",
+                    (message_id, row.id, token),
+                ).rowcount
+            else:
+                source = self._queues.get(delivery.dead_letter_source or "")
+                inserted = connection.execute(
+                    "INSERT OR IGNORE INTO messages (id, queue_id, visible_at, attempts, enqueued_at, "
+                    "dead_letter_source_id, checksum, content) VALUES (?, ?, 0, ?, ?, ?, ?, ?)",
+                    (
+                        delivery.id,
+                        row.id,
+                        delivery.attempts - 1,
+                        delivery.enqueued_at,
+                        source.id if source is not None else None,
+                        content_checksum(delivery.content),
+                        delivery.content,
+                    ),
+                ).rowcount
+                connection.execute("UPDATE queues SET depth = depth + ? WHERE id = ?", (inserted, row.id))
+                restored += inserted
+        return restored
 
     def _peek(self, connection, name: str, count: int) -> list[Delivery]:
         row = self._row(name)

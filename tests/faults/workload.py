@@ -8,8 +8,12 @@ lease held, may see its message delivered again.
 
 from __future__ import annotations
 
+import json
+import random
+import socket
 import threading
 import time
+from urllib.parse import urlsplit
 
 from mqctl.client import ApiError, Client, ClientError
 
@@ -128,3 +132,42 @@ def drain(target: Target, queues: list[str], timeout: float = 60) -> None:
             pass
         time.sleep(0.2)
     raise AssertionError(f"the queues did not drain within {timeout}s")
+
+
+class Vanisher(threading.Thread):
+    """A receiver that goes away at a random moment: it sends a long-poll, waits a little, then
+    half-closes its connection (as a client that gives up does) and reads whatever mqd had
+    written to it before it noticed. Those messages count as received by it; every other message
+    must still reach someone else."""
+
+    def __init__(self, target, queue, history, stop, *, lease: float | None, seed: int) -> None:
+        super().__init__(daemon=True)
+        self.target, self.queue, self.history, self.stop = target, queue, history, stop
+        self.lease = lease
+        self.random = random.Random(seed)
+        self.vanished = 0
+        self.errors: list[BaseException] = []
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                self.vanish_once()
+        except BaseException as exc:
+            self.errors.append(exc)
+
+    def vanish_once(self) -> None:
+        address = urlsplit(self.target.url)
+        query = "wait=1&count=3" + (f"&lease={self.lease}" if self.lease else "")
+        with socket.create_connection((address.hostname, address.port), timeout=10) as connection:
+            request = f"GET /queues/{self.queue}/messages?{query} HTTP/1.1\r\nHost: {address.netloc}\r\n\r\n"
+            connection.sendall(request.encode())
+            time.sleep(self.random.choice([0, 0, 0.0005, 0.002, 0.01, 0.05]))
+            connection.shutdown(socket.SHUT_WR)
+            reply = b""
+            while chunk := connection.recv(65536):
+                reply += chunk
+        self.vanished += 1
+        head, _, body = reply.partition(b"\r\n\r\n")
+        if head.startswith(b"HTTP/1.1 200"):  # written before mqd saw us go: ours, then
+            for message in json.loads(body)["messages"]:
+                self.history.deliver(_value(message), message["id"])
