@@ -7,12 +7,12 @@ exit status in one place, ``MqctlGroup.invoke``.
 Exit statuses, like grep's and the LSB's (documented in the README):
   0 success · 1 nothing received · 2 usage error · 3 mqd is not running · 4 mqd does not answer
   (or did not stop in time) · 5 no such queue or receipt · 6 the request was refused as invalid
-  · 7 mqd failed (or failed to start) · 127 mqctl run cannot run its command · 130 interrupted
+  · 7 mqd failed (or failed to start) · 8 not allowed (an access token is needed, or wrong) · 127
+  mqctl run cannot run its command · 130 interrupted
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 from typing import Any, NoReturn
@@ -23,7 +23,7 @@ from mqd import __version__
 from mqd.protocol import DEFAULT_URL, MAX_BATCH, MAX_LEASE_SECONDS, MAX_WAIT_SECONDS
 
 from . import output
-from .client import ApiError, Client, ClientError, DaemonTimeout, DaemonUnreachable
+from .client import ApiError, BadUrl, Client, ClientError, DaemonTimeout, DaemonUnreachable
 
 EXIT_OK = 0
 EXIT_EMPTY = 1
@@ -33,11 +33,11 @@ EXIT_NO_ANSWER = 4
 EXIT_NOT_FOUND = 5
 EXIT_REFUSED = 6
 EXIT_FAILED = 7
+EXIT_NOT_ALLOWED = 8
 EXIT_COMMAND_NOT_FOUND = 127  # mqctl run: as a shell says of a command it cannot run
 EXIT_INTERRUPTED = 130
 
 QUEUE_META = "mqctl.queue"
-STATUS_TIMEOUT_SECONDS = 3
 
 
 # -- errors: one place ---------------------------------------------------------------------------
@@ -51,14 +51,23 @@ def _fail(message: str, code: int) -> NoReturn:
 def _explain(exc: Exception, queue: str | None) -> tuple[str, int]:
     """One sentence and an exit status for anything a subcommand can raise."""
     from .daemon import DaemonError, StopTimedOut
+    from .identify import UnderSystemd
     from .streams import InputError
     from .worker import CommandNotRunnable
 
+    if isinstance(exc, BadUrl):
+        return str(exc), EXIT_USAGE
+    if isinstance(exc, UnderSystemd):
+        return str(exc), EXIT_USAGE
     if isinstance(exc, DaemonUnreachable):
         return f"{exc} — start it with: mqctl start", EXIT_NOT_RUNNING
     if isinstance(exc, DaemonTimeout | StopTimedOut):
         return str(exc), EXIT_NO_ANSWER
     if isinstance(exc, ApiError):
+        if exc.status == 401:
+            return f"{exc.message} — set MQ_TOKEN or give --token-file", EXIT_NOT_ALLOWED
+        if exc.status == 403:
+            return exc.message, EXIT_NOT_ALLOWED
         if exc.status == 404 and queue and exc.message.startswith("Queue '"):
             return f"queue '{queue}' does not exist — create it with: mqctl create {queue}", EXIT_NOT_FOUND
         if exc.status == 404:
@@ -94,19 +103,30 @@ class MqctlGroup(click.Group):
 
 def _url(ctx: click.Context) -> str:
     """--url (after or before the subcommand), else MQ_URL, else the default."""
-    return ctx.params.get("url") or (ctx.obj or {}).get("url") or os.environ.get("MQ_URL") or DEFAULT_URL
+    before = ctx.find_root().params.get("url")  # set even while completing, unlike ctx.obj
+    return ctx.params.get("url") or before or os.environ.get("MQ_URL") or DEFAULT_URL
 
 
 def _token(ctx: click.Context) -> str | None:
-    """The access token: --token-file (here or before the subcommand), else MQ_TOKEN."""
-    path = ctx.params.get("token_file") or (ctx.obj or {}).get("token_file")
-    if path:
-        try:
-            with open(path) as handle:
-                return handle.read().strip() or None
-        except OSError as exc:
-            raise click.UsageError(f"cannot read the token file {path}: {exc.strerror}") from None
-    return os.environ.get("MQ_TOKEN") or None
+    """The access token: --token-file (here or before the subcommand), else MQ_TOKEN. A file
+    others can read is refused, as mqd refuses it."""
+    path = ctx.params.get("token_file") or ctx.find_root().params.get("token_file")
+    if not path:
+        return os.environ.get("MQ_TOKEN") or None
+    try:
+        mode = os.stat(path).st_mode
+        with open(path) as handle:
+            token = handle.read().strip()
+    except OSError as exc:
+        raise click.UsageError(f"cannot read the token file {path}: {exc.strerror}") from None
+    if mode & 0o077:
+        raise click.UsageError(
+            f"the token file {path} can be read by others (mode {mode & 0o777:o}); "
+            f"make it readable by its owner only: chmod 600 {path}"
+        )
+    if not token:
+        raise click.UsageError(f"the token file {path} is empty")
+    return token
 
 
 def _client(ctx: click.Context) -> Client:
@@ -127,10 +147,11 @@ def json_option(help_text: str = "Print JSON instead of text."):
 
 
 def _complete_queues(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    """Queue names, asked of the daemon the command line names (--url, --token-file)."""
     try:
-        with Client(_url(ctx), token=os.environ.get("MQ_TOKEN")) as client:
+        with Client(_url(ctx), token=_token(ctx), timeout=2) as client:
             return [q["name"] for q in client.list_queues() if q["name"].startswith(incomplete)]
-    except ClientError:
+    except (ClientError, click.UsageError):
         return []
 
 
@@ -165,9 +186,10 @@ def cli(ctx: click.Context, url: str | None, token_file: str | None) -> None:
 
     \b
     Exit status: 0 ok, 1 nothing received, 2 usage error, 3 mqd not running,
-    4 mqd not answering, 5 no such queue or receipt, 6 refused as invalid, 7 mqd failed.
+    4 mqd not answering, 5 no such queue or receipt, 6 refused as invalid, 7 mqd failed,
+    8 not allowed (access token), 130 interrupted.
     """
-    ctx.obj = {"url": url, "token_file": token_file}
+    # --url and --token-file given here are read from ctx.find_root().params by the subcommands.
 
 
 # -- the daemon's life ---------------------------------------------------------------------------
@@ -193,6 +215,34 @@ def daemon_options(command):
     return command
 
 
+def _named(ctx: click.Context, data_dir: str | None, pidfile: str | None):
+    """The daemon this command is about (see mqctl/identify.py for the rule)."""
+    from . import identify
+
+    from_flag = click.core.ParameterSource.COMMANDLINE
+    url_flag = ctx.params.get("url") or ctx.find_root().params.get("url")
+    return identify.named(
+        data_dir,
+        pidfile,
+        url_flag or os.environ.get("MQ_URL"),
+        data_dir_from_flag=ctx.get_parameter_source("data_dir") == from_flag,
+        url_from_flag=bool(url_flag),
+    )
+
+
+def _paths_of(ctx: click.Context, target) -> Any:
+    """The data directory of the daemon named by URL, for restart (it must run from a pidfile)."""
+    from . import daemon, identify
+
+    if target.paths is not None:
+        return target.paths
+    found = identify.local_daemon(target.url, _token(ctx))
+    if isinstance(found, daemon.Paths):
+        return found
+    where = "nothing answers there" if found is None else "it was not started by mqctl start"
+    raise daemon.DaemonError(f"cannot restart mqd at {target.url}: {where}; name its --data-dir")
+
+
 @cli.command()
 @daemon_options
 def start(host, port, store, data_dir, pidfile, log_file, timeout) -> None:
@@ -200,7 +250,8 @@ def start(host, port, store, data_dir, pidfile, log_file, timeout) -> None:
     from . import daemon
 
     paths = daemon.Paths.resolve(data_dir, pidfile, log_file)
-    running, started = daemon.start(paths, {"host": host, "port": port, "store": store}, timeout)
+    settings = daemon.StartSettings.now({"host": host, "port": port, "store": store}, log_file)
+    running, started = daemon.start(paths, settings, timeout)
     if started:
         click.echo(f"mqd started (pid {running.pid}) at {running.url}")
     else:
@@ -209,25 +260,48 @@ def start(host, port, store, data_dir, pidfile, log_file, timeout) -> None:
 
 @cli.command()
 @data_dir_options
+@url_option
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for mqd to exit.")
 @click.option("--force", is_flag=True, help="SIGKILL mqd if it has not exited by the timeout.")
-def stop(data_dir, pidfile, timeout, force) -> None:
-    """Stop mqd (SIGTERM) and wait until it has exited."""
-    from . import daemon
+@click.pass_context
+def stop(ctx, data_dir, pidfile, url, timeout, force) -> None:
+    """Stop mqd (SIGTERM) and wait until it has exited: the daemon of --data-dir, or the one
+    answering at --url. Stopping one that is not running succeeds (exit 0)."""
+    from . import daemon, identify
 
-    stopped = daemon.stop(daemon.Paths.resolve(data_dir, pidfile), timeout=timeout, force=force)
+    target = _named(ctx, data_dir, pidfile)
+    if target.paths is not None:
+        stopped = daemon.stop(target.paths, timeout=timeout, force=force)
+        if stopped is None:
+            click.echo(f"mqd is not running (no mqd pidfile in {target.paths.pidfile.parent})")
+            return
+    else:
+        found = identify.local_daemon(target.url, _token(ctx))
+        if found is None:
+            click.echo(f"mqd is not running at {target.url}")
+            return
+        if isinstance(found, daemon.Paths):
+            stopped = daemon.stop(found, timeout=timeout, force=force)
+        else:
+            daemon.terminate(found, timeout=timeout, force=force)
+            stopped = daemon.Running(found, target.url)
     click.echo(f"mqd stopped (pid {stopped.pid})" if stopped else "mqd is not running")
 
 
 @cli.command()
 @daemon_options
-def restart(host, port, store, data_dir, pidfile, log_file, timeout) -> None:
-    """Stop mqd if it runs, then start it."""
+@url_option
+@click.pass_context
+def restart(ctx, host, port, store, data_dir, pidfile, log_file, timeout, url) -> None:
+    """Stop mqd if it runs, then start it again as it was started (by mqctl start), with the
+    options given here changing those."""
     from . import daemon
 
-    paths = daemon.Paths.resolve(data_dir, pidfile, log_file)
+    paths = _paths_of(ctx, _named(ctx, data_dir, pidfile))
+    recorded = daemon.recorded_settings(paths) or daemon.StartSettings({}, {})
+    settings = recorded.overridden({"host": host, "port": port, "store": store}, log_file)
     daemon.stop(paths, timeout=timeout)
-    running, _ = daemon.start(paths, {"host": host, "port": port, "store": store}, timeout)
+    running, _ = daemon.start(paths.with_log_file(settings.log_file), settings, timeout)
     click.echo(f"mqd started (pid {running.pid}) at {running.url}")
 
 
@@ -239,45 +313,40 @@ def restart(host, port, store, data_dir, pidfile, log_file, timeout) -> None:
 def status(ctx, data_dir, pidfile, url, as_json) -> None:
     """Whether mqd runs and answers (exit 0), is not running (3), or does not answer (4).
 
-    The daemon is found through its pidfile; without one, --url (or MQ_URL) is asked, so a
-    daemon started by systemd is found too.
+    It speaks of the daemon of --data-dir (its pidfile) or of the one at --url, whichever is
+    named; with neither, of the daemon of ./data, or else of the one at the default URL (so a
+    daemon started by systemd is found too).
     """
-    from . import daemon
+    from . import identify
 
-    running = daemon.find(daemon.Paths.resolve(data_dir, pidfile))
-    url = running.url if running and running.url else _url(ctx)
-    client = Client(url, token=_token(ctx), timeout=STATUS_TIMEOUT_SECONDS)
-    ctx.call_on_close(client.close)
-    try:
-        state = client.status()
-    except DaemonUnreachable:
-        if running is None:
-            _print_status({"running": False}, as_json)
-            sys.exit(EXIT_NOT_RUNNING)
-        _print_status({"running": True, "answering": False, "pid": running.pid, "url": client.url}, as_json)
-        sys.exit(EXIT_NO_ANSWER)
-    except (DaemonTimeout, ApiError) as exc:
-        pid = running.pid if running else None
-        _print_status(
-            {"running": True, "answering": False, "pid": pid, "url": client.url, "error": str(exc)}, as_json
-        )
-        sys.exit(EXIT_NO_ANSWER)
-    _print_status({"running": True, "answering": True, "url": client.url, **state}, as_json)
-
-
-def _print_status(state: dict[str, Any], as_json: bool) -> None:
+    report = identify.inquire(_named(ctx, data_dir, pidfile), _token(ctx))
     if as_json:
-        click.echo(output.json_line(state))
-    elif not state["running"]:
-        click.echo("mqd is not running")
-    elif not state["answering"]:
-        click.echo(f"mqd (pid {state['pid']}) is running but does not answer at {state['url']}")
+        click.echo(output.json_line(report.as_dict()))
     else:
-        click.echo(
-            f"mqd {state.get('version', '')} is running (pid {state.get('pid')}) at {state['url']}: "
-            f"up {output.duration(state.get('uptime_seconds'))}, {state['queues']} queues, "
-            f"{state['messages']} messages"
-        )
+        click.echo(_status_line(report))
+    if report.wants_token:
+        sys.exit(EXIT_NOT_ALLOWED)
+    if not report.running:
+        sys.exit(EXIT_NOT_RUNNING)
+    if not report.answering:
+        sys.exit(EXIT_NO_ANSWER)
+
+
+def _status_line(report) -> str:
+    if not report.running:
+        return f"mqd is not running ({report.problem})"
+    if report.wants_token:
+        return f"mqd is running at {report.url} but wants an access token: set MQ_TOKEN or --token-file"
+    if not report.answering:
+        return f"mqd (pid {report.pid}) is running but does not answer: {report.problem}"
+    state = report.state
+    store = state.get("store") or {}
+    kind = {"sqlite": "SQLite in", "postgresql": "PostgreSQL at"}.get(store.get("kind"), "store")
+    return (
+        f"mqd {state.get('version', '')} is running (pid {state.get('pid')}) at {report.url}: "
+        f"up {output.duration(state.get('uptime_seconds'))}, {kind} {store.get('location')}, "
+        f"{output.counted(state['queues'], 'queue')}, {output.counted(state['messages'], 'message')}"
+    )
 
 
 # -- queues --------------------------------------------------------------------------------------
@@ -288,7 +357,12 @@ def _print_status(state: dict[str, Any], as_json: bool) -> None:
 @click.option(
     "--max-attempts", type=click.IntRange(1, 1000), help="Deliveries before a message is dead-lettered."
 )
-@click.option("--dead-letter-queue", metavar="QUEUE", help="Where messages go after --max-attempts.")
+@click.option(
+    "--dead-letter-queue",
+    metavar="QUEUE",
+    shell_complete=_complete_queues,
+    help="Where messages go after --max-attempts.",
+)
 @click.option(
     "--dedup-window", type=click.FloatRange(0), help="Seconds an idempotency key is remembered (300)."
 )
@@ -371,7 +445,7 @@ def delete(ctx, queue, url) -> None:
 def purge(ctx, queue, url) -> None:
     """Remove every message from QUEUE, keeping the queue."""
     removed = _client(ctx).purge(queue)
-    click.echo(f"purged {removed} messages from '{queue}'")
+    click.echo(f"purged {output.counted(removed, 'message')} from '{queue}'")
 
 
 # -- messages ------------------------------------------------------------------------------------
@@ -403,10 +477,15 @@ def send(ctx, queue, message, lines, null, as_json, delay, key, url) -> None:
     if lines or null:
         sent = streams.send_stream(client, queue, b"\0" if null else b"\n", as_json, delay)
         if sys.stderr.isatty():
-            click.echo(f"sent {sent} messages to '{queue}'", err=True)
+            click.echo(f"sent {output.counted(sent, 'message')} to '{queue}'", err=True)
         return
     if message is None:
         message = streams.read_one_message(sys.stdin)
+        if not message:
+            raise click.UsageError(
+                "standard input is empty, so there is nothing to send; "
+                f"to send an empty message, give it as an argument: mqctl send {queue} ''"
+            )
     if as_json:
         problem = streams.json_problem(message)
         if problem:
@@ -504,7 +583,7 @@ def extend(ctx, queue, receipt, lease, url) -> None:
 def redrive(ctx, queue, url) -> None:
     """Move dead letters back to the queues they came from (QUEUE: the dead-letter queue or a source)."""
     moved = _client(ctx).redrive(queue)
-    click.echo(f"moved {moved['moved']} messages back")
+    click.echo(f"moved {output.counted(moved['moved'], 'message')} back")
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
@@ -546,7 +625,7 @@ def redrive(ctx, queue, url) -> None:
 def run(ctx, queue, command, lease, concurrency, drain, grace, retry_delay, url) -> None:
     """Run COMMAND for each message of QUEUE: content on stdin, MQ_QUEUE, MQ_MESSAGE_ID and
     MQ_ATTEMPTS in its environment. Exit 0 acknowledges; anything else releases it for a retry
-    (and the queue's dead-letter rule applies).
+    (and the queue's dead-letter rule applies). Stopped by SIGTERM it exits 0, by Ctrl-C 130.
 
     \b
     mqctl run jobs -- ./process-one.sh
@@ -570,6 +649,8 @@ def run(ctx, queue, command, lease, concurrency, drain, grace, retry_delay, url)
         worker.run()
     finally:
         click.echo(f"mqctl run: {worker.summary.line()}", err=True)
+    if worker.interrupted:  # stopped by Ctrl-C (SIGTERM is a service's ordinary stop: 0)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 @cli.command()
@@ -587,8 +668,7 @@ def top(ctx, interval, iterations, url) -> None:
     """A live view of the queues: depths and rates (in, out, acked per second), redrawn in place."""
     from . import top as live_view
 
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how one leaves top
-        live_view.run(_client(ctx), interval, iterations)
+    live_view.run(_client(ctx), interval, iterations)  # until -n runs out, or Ctrl-C (130)
 
 
 def main() -> None:

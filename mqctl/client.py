@@ -19,6 +19,7 @@ from mqd.protocol import DEFAULT_URL
 
 CONNECT_TIMEOUT = 5.0
 REPLY_MARGIN = 30.0  # seconds a reply may take beyond any wait the request asked for
+SALVAGE_SECONDS = 0.2  # how long an interrupted request waits for a reply already on its way
 
 
 class ClientError(Exception):
@@ -29,6 +30,11 @@ class DaemonUnreachable(ClientError):
     def __init__(self, url: str, reason: str) -> None:
         super().__init__(f"mqd is not running at {url} ({reason})")
         self.url = url
+        self.reason = reason
+
+
+class BadUrl(ClientError):
+    """The URL given for mqd is not one mqctl can use (a usage error)."""
 
 
 class DaemonTimeout(ClientError):
@@ -36,12 +42,14 @@ class DaemonTimeout(ClientError):
 
 
 class ApiError(ClientError):
-    """mqd answered with an error status; ``message`` is its own sentence."""
+    """mqd answered with an error status; ``message`` is its own sentence, ``body`` its whole
+    reply (parsed, when it was JSON)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, body: Any = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.body = body
 
 
 class JsonNumber(float):
@@ -132,6 +140,9 @@ class _Connection:
     def exchange(self, message: bytes, timeout: float, method: str) -> tuple[int, dict[str, str], bytes]:
         self.sock.settimeout(timeout)
         self.sock.sendall(message)
+        return self.read_response(method)
+
+    def read_response(self, method: str) -> tuple[int, dict[str, str], bytes]:
         head = self._read_until(b"\r\n\r\n").decode("latin-1").split("\r\n")
         parts = head[0].split(None, 2)
         if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
@@ -183,6 +194,9 @@ class Client:
         self._address = _parse_url(self.url)
         self._connection: _Connection | None = None
         self._aborted = False
+        # The reply to a request cut off by Ctrl-C, if it had arrived: messages mqd handed over
+        # that the caller never saw, so that it can give them back.
+        self.interrupted_reply: Response | None = None
 
     def abort(self) -> None:
         """From another thread: make the request in progress (and any later one) fail at once."""
@@ -236,6 +250,10 @@ class Client:
                 raise DaemonUnreachable(self.url, _reason(exc)) from None
         try:
             status, reply_headers, reply = self._connection.exchange(message, timeout, method)
+        except KeyboardInterrupt:
+            self.interrupted_reply = self._salvage(method)
+            self.close()  # mqd sees us leave, and keeps what it had not handed over yet
+            raise
         except TimeoutError:
             self.close()
             raise DaemonTimeout(f"mqd at {self.url} did not answer within {timeout:g} seconds") from None
@@ -251,14 +269,23 @@ class Client:
             self.close()
         return Response(status, reply_headers, reply)
 
+    def _salvage(self, method: str) -> Response | None:
+        """A reply already arriving when the request was interrupted (within a moment)."""
+        try:
+            self._connection.sock.settimeout(SALVAGE_SECONDS)
+            return Response(*self._connection.read_response(method))
+        except Exception:
+            return None
+
     def _call(self, method: str, path: str, body: Any = None, **options: Any) -> Response:
         response = self.request(method, path, body, **options)
         if response.status >= 400:
             try:
-                message = response.json()["error"]
+                body = response.json()
+                message = body["error"]
             except (ValueError, KeyError, TypeError):
-                message = f"mqd answered {response.status} {response.body[:200]!r}"
-            raise ApiError(response.status, message.rstrip("."))
+                body, message = None, f"mqd answered {response.status} {response.body[:200]!r}"
+            raise ApiError(response.status, message.rstrip("."), body)
         return response
 
     # -- endpoints -------------------------------------------------------------------------------
@@ -373,10 +400,10 @@ def _parse_url(url: str) -> tuple[int, Any, str]:
         if path.startswith("//"):
             path = path[2:]
         if not path:
-            raise ClientError(f"{url!r} names no socket: use unix:/path/to/mqd.sock")
+            raise BadUrl(f"{url!r} names no socket: use unix:/path/to/mqd.sock")
         return _socket.AF_UNIX, path, "localhost"
     if not url.startswith("http://"):
-        raise ClientError(f"cannot use {url!r}: mqctl speaks http://host:port and unix:/path URLs")
+        raise BadUrl(f"cannot use {url!r}: give http://host:port or unix:/path/to/socket")
     authority = url[len("http://") :].split("/", 1)[0]
     if authority.startswith("["):
         host, _, port = authority[1:].partition("]")
@@ -388,14 +415,14 @@ def _parse_url(url: str) -> tuple[int, Any, str]:
     try:
         port_number = int(port) if port else 80
     except ValueError:
-        raise ClientError(f"cannot use {url!r}: the port is not a number") from None
+        raise BadUrl(f"cannot use {url!r}: the port is not a number") from None
     if family == _socket.AF_INET and host not in ("", "localhost") and not host.replace(".", "").isdigit():
         family = _socket.AF_UNSPEC  # a host name: resolved at connect time
     if family == _socket.AF_UNSPEC:
         try:
             family, _, _, _, address = _socket.getaddrinfo(host, port_number, 0, _socket.SOCK_STREAM)[0]
         except OSError:
-            raise ClientError(f"cannot resolve the host of {url!r}") from None
+            raise DaemonUnreachable(url, "its host name does not resolve") from None
         return family, address, authority
     return family, (host or "127.0.0.1", port_number), authority
 

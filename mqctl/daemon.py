@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import json
 import os
 import signal
 import subprocess
@@ -54,6 +55,9 @@ class Paths:
             log_file=Path(log_file).absolute() if log_file else base / "mqd.log",
         )
 
+    def with_log_file(self, log_file: str | None) -> Paths:
+        return self if not log_file else dataclasses.replace(self, log_file=Path(log_file).absolute())
+
     @property
     def url_file(self) -> Path:
         return Path(url_file_for(str(self.pidfile)))
@@ -61,6 +65,11 @@ class Paths:
     @property
     def lock_file(self) -> Path:
         return self.pidfile.with_name(self.pidfile.name + ".lock")
+
+    @property
+    def settings_file(self) -> Path:
+        """How mqctl start started mqd, so that restart brings back the same daemon."""
+        return self.pidfile.with_name(self.pidfile.stem + ".settings.json")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,16 +114,15 @@ def _is_mqd_of(pid: int, pidfile: Path) -> bool:
             return True
         return True
     args = _command_line(pid)
-    if not args:
+    if not args or not _runs_mqd(args):
         return False
-    program = args[1:3] == ["-m", "mqd"] or any(Path(a).name == "mqd" for a in args[:2])
     given = None
     for i, arg in enumerate(args):
         if arg == "--pidfile" and i + 1 < len(args):
             given = args[i + 1]
         elif arg.startswith("--pidfile="):
             given = arg.split("=", 1)[1]
-    if not program or given is None:
+    if given is None:
         return False
     try:
         cwd = os.readlink(f"/proc/{pid}/cwd")
@@ -124,8 +132,8 @@ def _is_mqd_of(pid: int, pidfile: Path) -> bool:
 
 
 def find(paths: Paths, *, locked: bool = False) -> Running | None:
-    """The running mqd this pidfile names, or None. A stale pidfile is removed, but only under
-    the lock (``locked``: the caller holds it), so a start in progress never loses its own."""
+    """The running mqd this pidfile names, or None. Reading only, unless ``locked`` (the caller
+    holds the lock: start and stop), when a stale pidfile is removed."""
     pid = _read_pid(paths.pidfile)
     if pid is None:
         return None
@@ -137,10 +145,37 @@ def find(paths: Paths, *, locked: bool = False) -> Running | None:
         return Running(pid, url)
     if locked:
         _remove_pidfile(paths)
+    return None
+
+
+def stale_pid(paths: Paths) -> int | None:
+    """The pid a pidfile names when that process is not its mqd (it exited, or the pid is
+    another program's now)."""
+    pid = _read_pid(paths.pidfile)
+    return pid if pid is not None and not _is_mqd_of(pid, paths.pidfile) else None
+
+
+def _runs_mqd(args: list[str]) -> bool:
+    return args[1:3] == ["-m", "mqd"] or any(Path(a).name == "mqd" for a in args[:2])
+
+
+def is_mqd(pid: int) -> bool:
+    """Whether ``pid`` is an mqd process on this machine (whatever its pidfile)."""
+    args = _command_line(pid)
+    return bool(args) and _runs_mqd(args)
+
+
+def systemd_unit(pid: int) -> str | None:
+    """The systemd service ``pid`` runs in, if it is one (its cgroup names a .service that is not
+    a user's session)."""
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
         return None
-    with _try_lock(paths) as got_lock:
-        if got_lock and _read_pid(paths.pidfile) == pid:
-            _remove_pidfile(paths)
+    for line in lines:
+        unit = line.rsplit("/", 1)[-1]
+        if unit.endswith(".service") and not unit.startswith(("user@", "session-")):
+            return unit
     return None
 
 
@@ -158,40 +193,81 @@ def _lock(paths: Paths) -> Iterator[None]:
         yield
 
 
-@contextlib.contextmanager
-def _try_lock(paths: Paths) -> Iterator[bool]:
-    """The lock if nobody holds it (True), or nothing (False): never waits."""
-    with contextlib.ExitStack() as stack:
-        got = False
-        try:
-            handle = stack.enter_context(open(paths.lock_file, "a"))
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            got = True
-        except OSError:
-            pass
-        yield got
-
-
 # -- start and stop -----------------------------------------------------------------------------
 
 
-def start(
-    paths: Paths, settings: dict[str, object] | None = None, timeout: float = 10.0
-) -> tuple[Running, bool]:
-    """Start mqd in the background and wait until it answers; (daemon, whether we started it).
-    ``settings`` become mqd's options (``{"port": 8001}`` -> ``--port 8001``; None: left out)."""
+@dataclasses.dataclass(frozen=True)
+class StartSettings:
+    """How mqd is started: its options, and the MQD_* environment it sees. The token is never
+    recorded, only whether it came from the environment (so a restart without it is refused
+    rather than starting an open daemon)."""
+
+    options: dict[str, object]  # mqd's options: {"port": 8001} -> --port 8001
+    environment: dict[str, str]
+    token_in_environment: bool = False
+    log_file: str | None = None  # None: <data-dir>/mqd.log
+
+    @classmethod
+    def now(cls, options: dict[str, object], log_file: str | None = None) -> StartSettings:
+        """The settings a start is given: these options, and the MQD_* environment of now."""
+        environment = {k: v for k, v in os.environ.items() if k.startswith("MQD_") and k not in NOT_RECORDED}
+        given = {k: v for k, v in options.items() if v is not None}
+        log = str(Path(log_file).absolute()) if log_file else None
+        return cls(given, environment, bool(os.environ.get("MQD_TOKEN")), log)
+
+    def overridden(self, options: dict[str, object], log_file: str | None = None) -> StartSettings:
+        """These settings changed by what a restart is given: its flags, and the MQD_* variables
+        set now (a token missing now does not count: the daemon had one)."""
+        now = StartSettings.now(options, log_file)
+        return StartSettings(
+            {**self.options, **now.options},
+            {**self.environment, **now.environment},
+            self.token_in_environment or now.token_in_environment,
+            now.log_file or self.log_file,
+        )
+
+
+NOT_RECORDED = {"MQD_TOKEN", "MQD_DATA_DIR", "MQD_PIDFILE"}  # a secret, and the daemon's identity
+
+
+def recorded_settings(paths: Paths) -> StartSettings | None:
+    """How mqctl start last started the mqd of these paths, if it did."""
+    try:
+        record = json.loads(paths.settings_file.read_text())
+        return StartSettings(**record)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _record(paths: Paths, settings: StartSettings) -> None:
+    """Write the settings beside the pidfile (mode 600: a store URL may carry a password)."""
+    temporary = paths.settings_file.with_name(f".{paths.settings_file.name}.{os.getpid()}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(dataclasses.asdict(settings), handle, indent=1)
+    os.replace(temporary, paths.settings_file)
+
+
+def start(paths: Paths, settings: StartSettings, timeout: float = 10.0) -> tuple[Running, bool]:
+    """Start mqd in the background and wait until it answers; (daemon, whether we started it)."""
+    if settings.token_in_environment and not os.environ.get("MQD_TOKEN"):
+        raise StartFailed(
+            "mqd was started with MQD_TOKEN set; set it again to start it the same way "
+            "(or start it afresh with mqctl stop and mqctl start)"
+        )
     try:
         paths.data_dir.mkdir(parents=True, exist_ok=True)
         with _lock(paths):
             running = find(paths, locked=True)
             if running is not None:
                 return running, False
-            return _spawn(paths, settings or {}, timeout), True
+            _record(paths, settings)
+            return _spawn(paths, settings, timeout), True
     except OSError as exc:
         raise StartFailed(f"cannot prepare {exc.filename or paths.data_dir}: {exc.strerror}") from None
 
 
-def _spawn(paths: Paths, settings: dict[str, object], timeout: float) -> Running:
+def _spawn(paths: Paths, settings: StartSettings, timeout: float) -> Running:
     command = [
         sys.executable,
         "-m",
@@ -201,14 +277,23 @@ def _spawn(paths: Paths, settings: dict[str, object], timeout: float) -> Running
         "--pidfile",
         str(paths.pidfile),
     ]
-    for name, value in settings.items():
-        if value is not None:
+    environment = {**os.environ, **settings.environment}
+    for name, value in settings.options.items():
+        if name == "store":  # in the environment, not the command line everyone can read
+            environment["MQD_STORE"] = str(value)
+        else:
             command += [f"--{name.replace('_', '-')}", str(value)]
     paths.log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(paths.log_file, "ab") as log:
         log_offset = log.tell()
         process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/", start_new_session=True
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            cwd="/",
+            env=environment,
+            start_new_session=True,
         )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -256,22 +341,33 @@ def _last_error(log_file: Path, offset: int) -> str | None:
 
 
 def stop(paths: Paths, *, timeout: float = 10.0, force: bool = False) -> Running | None:
-    """SIGTERM the daemon and wait for it to exit; None if it was not running."""
+    """SIGTERM the daemon and wait for it to exit; None if it was not running. Nothing is
+    created where there is no pidfile to begin with."""
+    if not paths.pidfile.parent.is_dir():
+        return None
     with _lock(paths):
         running = find(paths, locked=True)
         if running is None:
             return None
-        _signal(running.pid, signal.SIGTERM)
-        if not _wait_gone(running.pid, paths.pidfile, timeout):
-            if not force:
-                raise StopTimedOut(
-                    f"mqd (pid {running.pid}) did not stop within {timeout:g} seconds; "
-                    "wait longer (--timeout) or kill it (--force)"
-                )
-            _signal(running.pid, signal.SIGKILL)
-            _wait_gone(running.pid, paths.pidfile, 10)
+        terminate(
+            running.pid, timeout=timeout, force=force, alive=lambda: _is_mqd_of(running.pid, paths.pidfile)
+        )
         _remove_pidfile(paths)
         return running
+
+
+def terminate(pid: int, *, timeout: float, force: bool, alive=None) -> None:
+    """SIGTERM ``pid`` and wait until it has exited; SIGKILL after ``timeout`` with ``force``."""
+    still_there = alive or (lambda: is_mqd(pid))
+    _signal(pid, signal.SIGTERM)
+    if not _wait_gone(still_there, timeout):
+        if not force:
+            raise StopTimedOut(
+                f"mqd (pid {pid}) did not stop within {timeout:g} seconds; "
+                "wait longer (--timeout) or kill it (--force)"
+            )
+        _signal(pid, signal.SIGKILL)
+        _wait_gone(still_there, 10)
 
 
 def _signal(pid: int, signum: int) -> None:
@@ -283,10 +379,10 @@ def _signal(pid: int, signum: int) -> None:
         raise DaemonError(f"not allowed to signal mqd (pid {pid}); run as its user") from None
 
 
-def _wait_gone(pid: int, pidfile: Path, timeout: float) -> bool:
+def _wait_gone(alive, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _is_mqd_of(pid, pidfile):
+        if not alive():
             return True
         time.sleep(POLL_SECONDS)
     return False

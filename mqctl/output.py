@@ -11,6 +11,11 @@ from .client import JsonNumber
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
+def counted(number: int, noun: str) -> str:
+    """ "1 message", "2 messages": the count word agrees."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 def content_text(content: Any) -> str:
     """A string prints as it is; any other JSON value prints as JSON."""
     if isinstance(content, str):

@@ -5,6 +5,7 @@ No click here: the CLI decides what to do; this module does it against the clien
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -57,10 +58,11 @@ def receive(
 def follow(client: Client, queue: str, limit: int | None, lease: float | None, show: Printer) -> int:
     """Print messages as they come until interrupted; how many. Unless ``lease`` asks to ack by
     hand, each is leased, printed, flushed, then acknowledged: a closed pipe or Ctrl-C gives back
-    what was not printed, so nothing is lost."""
+    at once what was not printed (Ctrl-C is raised again afterwards), so nothing is lost."""
     received = 0
     auto_ack = lease is None
     batch: list[dict[str, Any]] = []
+    printed: dict[str, Any] | None = None  # shown, not yet acknowledged
     try:
         while limit is None or received < limit:
             want = min(100, limit - received) if limit else 100
@@ -72,19 +74,39 @@ def follow(client: Client, queue: str, limit: int | None, lease: float | None, s
                 if auto_ack:
                     show({k: v for k, v in message.items() if k not in ("receipt", "lease_expires_at")})
                     sys.stdout.flush()
+                    printed = batch.pop(0)
                     client.ack(queue, message["receipt"])
+                    printed = None
                 else:
                     show(message)
                     sys.stdout.flush()
-                batch.pop(0)
+                    batch.pop(0)
                 received += 1
     except KeyboardInterrupt:
-        pass
+        if auto_ack:
+            _settle_after_interrupt(client, queue, printed, batch)
+        raise
     except BrokenPipeError:
         output.silence_stdout()
     if auto_ack:
         _give_back(client, queue, batch)
     return received
+
+
+def _settle_after_interrupt(
+    client: Client, queue: str, printed: dict[str, Any] | None, unprinted: list[dict[str, Any]]
+) -> None:
+    """After Ctrl-C: acknowledge what was printed, give back what was not (including a reply
+    that was arriving as the receive was interrupted)."""
+    reply = client.interrupted_reply
+    client.interrupted_reply = None
+    if reply is not None and reply.status == 200:
+        unprinted = unprinted + (reply.json() or {}).get("messages", [])
+    client.close()  # the connection an interrupted request was on is out of step
+    if printed is not None:
+        with contextlib.suppress(ClientError):  # else its lease runs out and it comes back
+            client.ack(queue, printed["receipt"])
+    _give_back(client, queue, unprinted)
 
 
 def _give_back(client: Client, queue: str, messages: list[dict[str, Any]]) -> None:

@@ -13,6 +13,8 @@ import select
 import sys
 from collections.abc import Callable, Iterator
 
+from .output import counted
+
 READ_SIZE = 1 << 16
 MAX_BATCH_MESSAGES = 1000
 MAX_BATCH_BYTES = 512 * 1024  # well under the daemon's default 1 MiB body limit
@@ -124,6 +126,6 @@ def send_stream(client, queue: str, separator: bytes, as_json: bool, delay: floa
             sent += len(batch)
     except Exception:
         if sent:
-            sys.stderr.write(f"mqctl: {sent} messages were sent before this error\n")
+            sys.stderr.write(f"mqctl: {counted(sent, 'message')} sent before this error\n")
         raise
     return sent

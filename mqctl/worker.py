@@ -70,6 +70,7 @@ class Worker:
         self.lease, self.concurrency, self.drain = lease, concurrency, drain
         self.grace, self.retry_delay = grace, retry_delay
         self.summary = Summary()
+        self.interrupted = False  # stopped by SIGINT (Ctrl-C)
         self.max_attempts: int | None = None
         self._stopping = threading.Event()
         self._abort = threading.Event()
@@ -101,6 +102,8 @@ class Worker:
         return self.summary
 
     def _on_signal(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT:
+            self.interrupted = True
         if self._stopping.is_set():
             self._abort.set()  # a second signal: do not wait for the grace period
         self._stop()

@@ -43,8 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     add(
         "--verify",
         action="store_true",
-        help="check the whole store (every message's checksum) and exit: "
-        "0 if it is sound, 1 if it is damaged",
+        help="check the whole store (every message's checksum) and exit: 0 sound, 1 damaged, "
+        "3 in use by a running mqd (SQLite), 4 cannot be read",
     )
     add(
         "--repair",
@@ -89,16 +89,36 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(_run(settings))
 
 
+VERIFY_SOUND, VERIFY_DAMAGED, VERIFY_IN_USE, VERIFY_UNREADABLE = 0, 1, 3, 4
+
+
 def _verify(settings: config.Config) -> int:
-    from .errors import MqError
-    from .store.sqlite import SQLiteStore
+    """Check the configured store: 0 sound, 1 damaged, 3 held by a running mqd (SQLite: stop it
+    first), 4 cannot be read (permissions, PostgreSQL unreachable). 2 is a bad setting."""
+    from .errors import DataCorrupt, DataDirectoryError, MqError, StorageUnavailable
 
     try:
-        print(SQLiteStore(settings.data_dir).verify())
-    except MqError as exc:
+        if settings.store is not None:
+            from .store.postgres import PostgresStore
+
+            print(asyncio.run(PostgresStore(settings.store).verify()))
+        else:
+            from .store.sqlite import SQLiteStore
+
+            print(SQLiteStore(settings.data_dir).verify())
+    except DataCorrupt as exc:
         print(f"mqd: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        return VERIFY_DAMAGED
+    except DataDirectoryError as exc:
+        print(f"mqd: {exc}", file=sys.stderr)
+        return VERIFY_IN_USE if exc.in_use else VERIFY_UNREADABLE
+    except (StorageUnavailable, MqError) as exc:
+        print(f"mqd: {exc}", file=sys.stderr)
+        return VERIFY_UNREADABLE
+    except ImportError:
+        print("mqd: the PostgreSQL store needs asyncpg: pip install 'mq[postgres]'", file=sys.stderr)
+        return VERIFY_UNREADABLE
+    return VERIFY_SOUND
 
 
 async def _serve(settings: config.Config) -> int:

@@ -66,6 +66,10 @@ EXTRA_HEADERS: dict[type[MqError], dict[str, str]] = {
 }
 
 
+# 5xx answers that refuse work for a while (retry later) rather than report a fault of mqd's own;
+# a failed store was logged CRITICAL once, when it failed.
+REFUSALS = {TooManyWaiters, ShuttingDown, StorageUnavailable, StorageFull, StorageFailed}
+
 JSON_HEADERS = {hdrs.CONTENT_TYPE: "application/json; charset=utf-8"}
 
 
@@ -73,9 +77,7 @@ JSON_HEADERS = {hdrs.CONTENT_TYPE: "application/json; charset=utf-8"}
 
 
 def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.Response(
-        status=status, text=wire.dumps({"error": message}), content_type="application/json", headers=headers
-    )
+    return json_reply({"error": message}, status, headers)
 
 
 def _describe_http_error(request: web.Request, exc: web.HTTPException) -> str:
@@ -97,7 +99,9 @@ def response_for_error(request: web.Request, exc: Exception) -> web.Response:
     """The one place an exception becomes a reply: the status for its class, one sentence."""
     if isinstance(exc, MqError):
         status = STATUS_OF_ERROR.get(type(exc), 500)
-        if status >= 500:
+        if type(exc) in REFUSALS:  # the disk's or the moment's, not mqd's own failure
+            log.warning("%s %s refused: %s", request.method, request.path, exc)
+        elif status >= 500:
             log.error("%s %s: %s", request.method, request.path, exc)
         return error_response(status, str(exc), EXTRA_HEADERS.get(type(exc)))
     if isinstance(exc, web.HTTPException) and exc.status >= 400:
@@ -109,9 +113,11 @@ def response_for_error(request: web.Request, exc: Exception) -> web.Response:
     return error_response(500, "mqd failed to handle this request; the error is in its log.")
 
 
-def json_reply(body: Any, status: int = 200) -> web.Response:
+def json_reply(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    """A JSON reply, ended by a newline so that a shell prompt after curl starts on its own line."""
     text = body if isinstance(body, str) else wire.dumps(body)
-    return web.Response(status=status, body=text.encode(), headers=JSON_HEADERS)
+    all_headers = JSON_HEADERS if headers is None else {**JSON_HEADERS, **headers}
+    return web.Response(status=status, body=(text + "\n").encode(), headers=all_headers)
 
 
 def _broker(request: web.Request) -> Broker:
@@ -269,26 +275,36 @@ async def extend(request: web.Request) -> web.Response:
 # -- the daemon ---------------------------------------------------------------------------------
 
 
+def identity(request: web.Request) -> dict[str, Any]:
+    """Which daemon this is and what it serves: how mqctl tells it from another."""
+    config = request.app[CONFIG]
+    store = _broker(request).store
+    return {
+        "version": __version__,
+        "pid": os.getpid(),
+        "store": {"kind": store.kind, "location": store.location()},
+        "data_dir": str(config.data_dir.absolute()),
+        "pidfile": str(config.pidfile.absolute()) if config.pidfile is not None else None,
+    }
+
+
 async def status(request: web.Request) -> web.Response:
     parsing.check_query(request, set())
     broker = _broker(request)
     config = request.app[CONFIG]
     failure = broker.store.failure()
     if failure is not None:  # unhealthy: say why, with a status a health check notices
-        return json_reply(
-            {"status": "failed", "error": failure, "version": __version__, "pid": os.getpid()}, 503
-        )
+        return json_reply({"status": "failed", "error": failure, **identity(request)}, 503)
     totals = await broker.totals()
     return json_reply(
         {
             "status": "ok",
-            "version": __version__,
-            "pid": os.getpid(),
+            **identity(request),
             "uptime_seconds": round(time.time() - broker.started_at, 3),
             "queues": totals.queues,
             "messages": totals.messages,
             "waiting_receivers": broker.waiting_receivers,
-            "fsync": config.fsync,
+            "fsync": config.fsync if broker.store.kind == "sqlite" else None,
         }
     )
 

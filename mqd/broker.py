@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 from .errors import MqError, QueueNotFound, ShuttingDown, TooManyWaiters
+from .logs import counted
 from .store.base import (
     Delivery,
     NewMessage,
@@ -137,7 +138,7 @@ class Broker:
 
     async def purge(self, name: str) -> int:
         removed = await self.store.purge(name)
-        log.info("queue '%s' purged (%d messages)", name, removed)
+        log.info("queue '%s' purged (%s)", name, counted(removed, "message"))
         return removed
 
     async def redrive(self, name: str) -> dict[str, int]:
@@ -236,12 +237,15 @@ class Broker:
             restored = await self.store.restore(name, deliveries)
         except MqError as exc:
             log.warning(
-                "could not put back %d message(s) of '%s' whose receiver left: %s", len(deliveries), name, exc
+                "could not put back %s of '%s' whose receiver left: %s",
+                counted(len(deliveries), "message"),
+                name,
+                exc,
             )
             return
         self.counters_for(name).returned += restored
         if restored:
-            log.debug("put back %d message(s) of '%s': the receiver left", restored, name)
+            log.debug("put back %s of '%s': the receiver left", counted(restored, "message"), name)
             self._notify(name, restored)
 
     async def _take(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import json
 import os
 import stat
 import tomllib
@@ -46,7 +47,7 @@ class Config:
     max_headers: int = 100
     keepalive_timeout: float = 60.0
     max_waiters: int = 4096
-    max_wait: float = protocol.MAX_WAIT_SECONDS
+    max_wait: float = float(protocol.MAX_WAIT_SECONDS)
     shutdown_timeout: float = 10.0
     pidfile: Path | None = None
     token_file: Path | None = None
@@ -261,20 +262,19 @@ def _check(config: Config) -> None:
 
 
 def describe(config: Config) -> str:
-    """The configuration as TOML (the token is never shown)."""
+    """The configuration as a TOML file that ``--config`` reads back to the same settings (the
+    token is never shown; ``--repair`` is for one start only and is not a setting)."""
     lines = []
-    for field in dataclasses.fields(config):
-        if field.name == "token":
-            continue
-        value = getattr(config, field.name)
-        key = field.name.replace("_", "-")
+    for name in SETTINGS:
+        value = getattr(config, name)
+        key = name.replace("_", "-")
         if value is None:
             lines.append(f"# {key} is not set")
         elif isinstance(value, bool):
             lines.append(f"{key} = {'true' if value else 'false'}")
         elif isinstance(value, int | float):
-            lines.append(f"{key} = {value}")
-        else:
-            lines.append(f'{key} = "{value}"')
+            lines.append(f"{key} = {value!r}")
+        else:  # a TOML basic string: JSON's escapes are TOML's
+            lines.append(f"{key} = {json.dumps(str(value), ensure_ascii=False)}")
     lines.append(f"# access token: {'set' if config.token else 'none'}")
     return "\n".join(lines)

@@ -73,6 +73,10 @@ class StorageUnavailable(MqError):
 class DataDirectoryError(MqError):
     """The data directory cannot be used: missing permissions, or another mqd holds it."""
 
+    def __init__(self, message: str, *, in_use: bool = False) -> None:
+        super().__init__(message)
+        self.in_use = in_use  # another mqd holds it (rather than: it cannot be used at all)
+
 
 class DataCorrupt(MqError):
     """The data on disk is damaged or unreadable; raised at start-up, never repaired silently."""

@@ -27,6 +27,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+def counted(number: int, noun: str) -> str:
+    """ "1 message", "2 messages": the count word agrees."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 def _stderr_is_journal() -> bool:
     stream = os.environ.get("JOURNAL_STREAM", "")
     device, _, inode = stream.partition(":")

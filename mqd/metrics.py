@@ -18,6 +18,7 @@ from aiohttp import web
 
 from . import __version__
 from .broker import Broker
+from .errors import MqError
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
@@ -90,7 +91,15 @@ class Metrics:
         family("mq_waiting_receivers", "gauge", "Long-poll receivers waiting for a message.")
         out.append(f"mq_waiting_receivers {broker.waiting_receivers}")
 
-        queues = await broker.list_queues()
+        try:
+            queues = await broker.list_queues()
+            store_up = 1
+        except MqError:  # the metrics matter most now: serve them, with the store's state
+            queues, store_up = [], 0
+        family("mq_store_up", "gauge", "1 if the store answered this scrape, 0 if it could not.")
+        out.append(f"mq_store_up {store_up}")
+        family("mq_store_failed", "gauge", "1 once the store has failed: restart mqd (see /status).")
+        out.append(f"mq_store_failed {int(broker.store.failure() is not None)}")
         family("mq_queue_messages", "gauge", "Messages in a queue, by state.")
         for stats in queues:
             name = _label(stats.queue.name)

@@ -397,7 +397,7 @@ def document(max_wait: float = protocol.MAX_WAIT_SECONDS) -> dict[str, Any]:
 
 
 def add_route(app: web.Application, max_wait: float) -> None:
-    text = json.dumps(document(max_wait), indent=1)
+    text = json.dumps(document(max_wait), indent=1) + "\n"
 
     async def serve_document(request: web.Request) -> web.Response:
         return web.Response(text=text, content_type="application/json")

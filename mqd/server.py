@@ -19,6 +19,7 @@ from .app import RUNNER_OPTIONS, create_app
 from .config import Config
 from .errors import MqError
 from .keys import BROKER
+from .logs import counted
 from .systemd import Notifier
 
 log = logging.getLogger("mqd")
@@ -44,7 +45,7 @@ class _RequestHandler(web_protocol.RequestHandler):
             return super().handle_error(request, status, exc, message)
         reason = (getattr(exc, "message", None) or message or "malformed request").strip().splitlines()[0]
         log.warning("refused a malformed HTTP request from %s: %s", request.remote, reason.rstrip(":"))
-        text = json.dumps({"error": f"The HTTP request is malformed ({reason.rstrip(':')})."})
+        text = json.dumps({"error": f"The HTTP request is malformed ({reason.rstrip(':')})."}) + "\n"
         response = web.Response(status=status, text=text, content_type="application/json")
         response.force_close()
         return response
@@ -104,6 +105,10 @@ async def _start_sites(runner: web.AppRunner, config: Config) -> str:
     return url
 
 
+def _summary(totals) -> str:
+    return f"{counted(totals.queues, 'queue')}, {counted(totals.messages, 'message')}"
+
+
 async def _report(app: web.Application, notifier: Notifier) -> None:
     """Keep systemd's STATUS line current and feed its watchdog while the store answers."""
     interval = min(STATUS_INTERVAL_SECONDS, notifier.watchdog_interval or STATUS_INTERVAL_SECONDS)
@@ -113,7 +118,7 @@ async def _report(app: web.Application, notifier: Notifier) -> None:
         except (TimeoutError, MqError) as exc:
             log.warning("the store did not answer a health check: %s", exc or "timed out")
         else:
-            notifier.status(f"{totals.queues} queues, {totals.messages} messages")
+            notifier.status(_summary(totals))
             if notifier.watchdog_interval:
                 notifier.watchdog()
         await asyncio.sleep(interval)
@@ -149,9 +154,14 @@ async def serve(config: Config) -> int:
         return 1
     if config.pidfile is not None:
         pidfile.write(config.pidfile, url)
-    log.info("mqd %s listening on %s (data in %s, fsync %s)", __version__, url, config.data_dir, config.fsync)
+    store = app[BROKER].store
+    if store.kind == "sqlite":
+        where = f"SQLite in {store.location()}, fsync {config.fsync}"
+    else:
+        where = f"PostgreSQL at {store.location()}"
+    log.info("mqd %s listening on %s (store: %s)", __version__, url, where)
     totals = await app[BROKER].totals()
-    notifier.ready(f"{totals.queues} queues, {totals.messages} messages")
+    notifier.ready(_summary(totals))
     reporter = asyncio.create_task(_report(app, notifier)) if notifier.enabled else None
 
     stop = asyncio.Event()

@@ -152,11 +152,12 @@ class Mq:
         self.data_dir = data_dir
         self.env = {"MQD_DATA_DIR": str(data_dir), "MQ_URL": f"http://127.0.0.1:{free_port()}"}
 
-    def __call__(self, *args: str, input=None, timeout: float = 60):
-        return mqctl(*args, env=self.env, input=input, timeout=timeout)
+    def __call__(self, *args: str, input=None, timeout: float = 60, env: dict[str, str] | None = None):
+        return mqctl(*args, env={**self.env, **(env or {})}, input=input, timeout=timeout)
 
-    def start(self, *args: str):
-        result = self("start", "--port", "0", *args)
+    def start(self, *args: str, env: dict[str, str] | None = None):
+        """mqctl start (on a free port unless ``args`` name one); MQ_URL follows the daemon."""
+        result = self("start", "--port", "0", *args, env=env)
         assert result.returncode == 0, result.stderr
         self.env["MQ_URL"] = result.stdout.split(" at ")[-1].strip()
         return result

@@ -68,3 +68,18 @@ async def _drop(schema: str) -> None:
 
 def drop_schema(schema: str) -> None:
     _run(_drop(schema))
+
+
+async def _execute(statement: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(URL)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def execute(statement: str) -> None:
+    """Run one statement on the test server, outside any store (to damage or inspect it)."""
+    _run(_execute(statement))

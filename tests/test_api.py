@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from mqd.app import create_app
+
 JSON = {"Content-Type": "application/json"}
 
 
@@ -427,3 +429,48 @@ async def test_refused_sends_fail_alone_beside_ordinary_ones(client):
     assert statuses[:50] + statuses[70:] == [201] * 100 and statuses[50:70] == [400] * 20
     _, body = await receive(client, count=1000)
     assert sorted(m["content"] for m in body["messages"]) == list(range(100))
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        ({"name": "x", "max_attempts": "3", "dead_letter_queue": "q"}, 'not the string "3"'),
+        ({"name": "x", "dedup_window": None}, "not null"),
+        ({"name": "x", "dedup_window": [1]}, "not a list"),
+        ({"name": ["q"]}, "a list"),
+    ],
+)
+async def test_a_refused_value_says_what_arrived(client, body, said):
+    await create(client)
+    response = await client.post("/queues", json=body)
+    assert response.status == 400 and said in (await response.json())["error"]
+
+
+@pytest.mark.parametrize("path", ["/status", "/queues", "/queues/q", "/queues/nope", "/openapi.json"])
+async def test_json_replies_end_with_a_newline(client, path):
+    await create(client)
+    body = await (await client.get(path)).read()
+    assert body.endswith(b"\n") and json.loads(body)
+
+
+async def test_status_says_which_daemon_this_is_and_what_it_serves(client, backend):
+    body = await (await client.get("/status")).json()
+    assert body["store"]["kind"] == backend
+    if backend == "sqlite":
+        assert body["store"]["location"] == body["data_dir"] and body["fsync"] == "always"
+    else:
+        assert body["store"]["location"].startswith("postgresql://") and body["fsync"] is None
+        assert ":" not in body["store"]["location"].split("//")[1].split("@")[0]  # no password
+
+
+async def test_refusals_for_a_while_are_warnings_not_errors(aiohttp_client, make_config, caplog):
+    client = await aiohttp_client(create_app(make_config(max_waiters=1)))
+    await create(client)
+    waiting = asyncio.ensure_future(receive(client, wait=5))
+    await asyncio.sleep(0.3)
+    refused = await client.get("/queues/q/messages", params={"wait": "5"})
+    assert refused.status == 503
+    records = [r for r in caplog.records if r.name == "mqd.api"]
+    assert records and all(r.levelname == "WARNING" for r in records)
+    await send(client, "x")
+    await waiting

@@ -95,6 +95,26 @@ def test_print_config_shows_the_result_without_the_token(tmp_path):
     assert "hidden-value" not in result.stdout and "access token: set" in result.stdout
 
 
+def test_what_print_config_prints_loads_back_to_the_same_settings(tmp_path):
+    printed = tmp_path / "mqd.toml"
+    odd_directory = tmp_path / 'a "quoted" and \\ back-slashed dir'
+    flags = ["--port", "8300", "--data-dir", str(odd_directory), "--fsync", "off", "--max-wait", "5"]
+    first = subprocess.run(
+        [sys.executable, "-m", "mqd", "--print-config", *flags], capture_output=True, text=True
+    )
+    printed.write_text(first.stdout)
+    again = subprocess.run(
+        [sys.executable, "-m", "mqd", "--config", str(printed), "--print-config"],
+        capture_output=True,
+        text=True,
+    )
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == first.stdout
+    assert load({"config": str(printed)}, {}) == load(
+        {"port": "8300", "data_dir": str(odd_directory), "fsync": "off", "max_wait": "5"}, {}
+    )
+
+
 def test_json_logs_are_one_object_per_line(mqd):
     import json
 

@@ -85,3 +85,7 @@ async def test_store_commits_are_measured(traffic):
 async def test_process_figures(traffic):
     assert value(traffic, "process_resident_memory_bytes") > 1_000_000
     assert value(traffic, "mq_waiting_receivers") == 0
+
+
+async def test_the_stores_health_is_a_metric(traffic):
+    assert value(traffic, "mq_store_up") == 1 and value(traffic, "mq_store_failed") == 0

@@ -90,7 +90,7 @@ def test_the_right_token_is_let_in(guarded):
 
 def test_mqctl_sends_the_token_from_mq_token_or_a_token_file(guarded):
     env = {"MQ_URL": guarded.url}
-    assert mqctl("list", env=env).returncode == 6  # refused: no token
+    assert mqctl("list", env=env).returncode == 8  # not allowed: no token
     assert mqctl("create", "q", env={**env, "MQ_TOKEN": TOKEN}).returncode == 0
     result = mqctl("--token-file", str(guarded.token_file), "send", "q", "hi", env=env)
     assert result.returncode == 0, result.stderr

@@ -57,7 +57,7 @@ def test_mqd_notifies_ready_status_watchdog_and_stopping(tmp_path, abstract):
         notify.messages.clear()
         notify.receive_until("WATCHDOG")
         statuses = [m["STATUS"] for m in notify.messages if "STATUS" in m]
-        assert statuses and statuses[-1] == "1 queues, 0 messages"
+        assert statuses and statuses[-1] == "1 queue, 0 messages"
         assert daemon.terminate() == 0
         assert notify.receive_until("STOPPING")[-1]["STOPPING"] == "1"
     finally:

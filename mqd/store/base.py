@@ -110,6 +110,12 @@ class StoreListener(Protocol):
 class Store(abc.ABC):
     """Durable queues. Every method is one atomic step; errors come from ``mqd.errors``."""
 
+    kind: str  # "sqlite" or "postgresql"
+
+    @abc.abstractmethod
+    def location(self) -> str:
+        """Where the data is, to show people: a directory, or a URL without its password."""
+
     def failure(self) -> str | None:
         """Why the store refuses all work since a fault it cannot recover from, if it does."""
         return None

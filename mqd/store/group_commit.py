@@ -233,7 +233,7 @@ class GroupCommitWorker:
     def _storage_error(self, exc: sqlite3.Error) -> MqError:
         code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
         if code == _SQLITE_FULL:
-            log.error("the disk is full: %s", exc)
+            log.warning("the disk is full: %s", exc)
             return StorageFull("The data directory's disk is full; the operation was not carried out.")
         if code == _SQLITE_IOERR:
             # After a failed fsync the kernel may have dropped the dirty pages: retrying could

@@ -25,6 +25,7 @@ import zlib
 from pathlib import Path
 
 from ..errors import DataCorrupt
+from ..logs import counted
 from .base import content_checksum
 from .schema import APPLICATION_ID
 
@@ -168,7 +169,7 @@ def _verify(
                 f"{database}: message {message_id} is damaged (its checksum does not match); "
                 "it was left untouched. Restore from a backup, or run mqd --repair."
             )
-    return f"ok: {checked} messages checked, ids up to {highest}, high-water mark {recorded}"
+    return f"ok: {counted(checked, 'message')} checked, ids up to {highest}, high-water mark {recorded}"
 
 
 def highest_id(connection: sqlite3.Connection) -> int:
@@ -219,8 +220,9 @@ def accept_loss(database: Path, mark: HighWaterMark) -> str:
     mark.advance(highest)
     mark.close()
     message = (
-        f"repaired {database}: the damaged files were copied to {aside}; {len(damaged)} damaged messages "
-        f"moved to the table damaged_messages; the store now ends at message {highest}"
+        f"repaired {database}: the damaged files were copied to {aside}; "
+        f"{counted(len(damaged), 'damaged message')} moved to the table damaged_messages; "
+        f"the store now ends at message {highest}"
     )
     log.warning("%s", message)
     return message

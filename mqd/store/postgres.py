@@ -31,6 +31,7 @@ from ..errors import (
     StorageFull,
     StorageUnavailable,
 )
+from ..logs import counted
 from .base import (
     Delivery,
     NewMessage,
@@ -67,6 +68,18 @@ def split_url(url: str) -> tuple[str, str]:
     return urlunsplit(parts._replace(query=rest)), schema
 
 
+def public_url(url: str, schema: str) -> str:
+    """The store's URL as it may be shown and logged: no password, the schema named."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    if ":" in host:
+        host = f"[{host}]"
+    user = f"{parts.username}@" if parts.username else ""
+    netloc = f"{user}{host}:{parts.port or 5432}"
+    query = urlencode([*parse_qsl(parts.query), ("schema", schema)])
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
 class PostgresStore(Store):
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url, self.schema = split_url(url)
@@ -79,6 +92,11 @@ class PostgresStore(Store):
         self._listen_task: asyncio.Task | None = None
         self._closing = False
         self._observer = None
+
+    kind = "postgresql"
+
+    def location(self) -> str:
+        return public_url(self.url, self.schema)
 
     def set_listener(self, listener: StoreListener) -> None:
         self._listener = listener
@@ -97,14 +115,10 @@ class PostgresStore(Store):
                 server_settings={"application_name": self.application},
             )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise StorageUnavailable(f"Cannot reach PostgreSQL at {self._where()}: {exc}.") from None
+            raise StorageUnavailable(f"Cannot reach PostgreSQL at {self.location()}: {exc}.") from None
         await self._migrate()
         self._listen_task = asyncio.create_task(self._keep_listening())
-        log.info("using PostgreSQL at %s (schema %s)", self._where(), self.schema)
-
-    def _where(self) -> str:
-        parts = urlsplit(self.url)
-        return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
+        log.info("using PostgreSQL at %s", self.location())
 
     async def _migrate(self) -> None:
         """Create or upgrade the schema; an advisory lock keeps nodes starting together in line."""
@@ -134,6 +148,39 @@ class PostgresStore(Store):
                 await connection.execute(functions(s))
                 await connection.execute(f"UPDATE {s}.schema_version SET version = $1", SCHEMA_VERSION)
                 log.info("upgraded the mq schema %s from version %d to %d", s, version, SCHEMA_VERSION)
+
+    async def verify(self) -> str:
+        """The full check, for ``mqd --verify``: the schema's version and every message's
+        checksum, in one read-only snapshot, so nodes may keep serving meanwhile."""
+        try:
+            connection = await asyncpg.connect(self.url)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StorageUnavailable(f"Cannot reach PostgreSQL at {self.location()}: {exc}.") from None
+        s = self.schema
+        try:
+            async with connection.transaction(isolation="repeatable_read", readonly=True):
+                exists = await connection.fetchval("SELECT to_regclass($1)", f"{s}.schema_version")
+                if exists is None:
+                    return f"new store: there is no mq schema {s} at {self.location()} yet"
+                version = await connection.fetchval(f"SELECT max(version) FROM {s}.schema_version")
+                if version > SCHEMA_VERSION:
+                    raise DataCorrupt(
+                        f"Schema {s} was written by a newer mqd (version {version}; this one knows "
+                        f"{SCHEMA_VERSION}); it cannot be checked here."
+                    )
+                checked = 0
+                async for row in connection.cursor(f"SELECT id, checksum, content FROM {s}.messages"):
+                    checked += 1
+                    if content_checksum(row["content"]) != row["checksum"]:
+                        raise DataCorrupt(
+                            f"Message {row['id']} in {self.location()} is damaged (its checksum does not "
+                            "match); restore it from a backup of the database."
+                        )
+        except asyncpg.PostgresError as exc:
+            raise StorageUnavailable(f"Cannot read {self.location()}: {exc}.") from None
+        finally:
+            await connection.close()
+        return f"ok: {counted(checked, 'message')} checked in schema {s} (version {version})"
 
     async def close(self) -> None:
         self._closing = True

@@ -83,6 +83,11 @@ class SQLiteStore(QueueOperations, MessageOperations, Store):
         self._worker.after_commit = self._record_high_water
         self._worker.before_batch = self._forget_space
 
+    kind = "sqlite"
+
+    def location(self) -> str:
+        return str(self.data_dir.absolute())
+
     def observe_commits(self, observer: Callable[[float, int], None]) -> None:
         self._worker.on_commit = observer
 
@@ -147,7 +152,7 @@ class SQLiteStore(QueueOperations, MessageOperations, Store):
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             raise DataDirectoryError(
-                f"Data directory {self.data_dir} is in use by another mqd (pid {holder})."
+                f"Data directory {self.data_dir} is in use by another mqd (pid {holder}).", in_use=True
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

@@ -15,6 +15,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from ..errors import DataCorrupt, ReceiptNotFound, StorageFull
+from ..logs import counted
 from .base import Delivery, NewMessage, ReceiveResult, SendResult, content_checksum
 from .sqlite_queues import QueueRow
 
@@ -213,8 +214,8 @@ class MessageOperations:
         )
         self._move_depth(connection, row.id, dlq_id, len(message_ids))
         log.info(
-            "moved %d message(s) from '%s' to dead-letter queue '%s'",
-            len(message_ids),
+            "moved %s from '%s' to dead-letter queue '%s'",
+            counted(len(message_ids), "message"),
             row.queue.name,
             dlq_name,
         )

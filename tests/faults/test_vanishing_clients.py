@@ -27,10 +27,8 @@ def test_receivers_that_vanish_lose_no_message(tmp_path, figures):
         Producer(target, queue, histories[queue], stop_producing, number=i)
         for i, queue in enumerate(["consume", "lease"] * 2)
     ]
-    consumers = [
-        ConsumeConsumer(target, "consume", histories["consume"], stop_consuming),
-        LeaseConsumer(target, "lease", histories["lease"], stop_consuming),
-    ]
+    consumers = [ConsumeConsumer(target, "consume", histories["consume"], stop_consuming) for _ in range(2)]
+    consumers += [LeaseConsumer(target, "lease", histories["lease"], stop_consuming) for _ in range(2)]
     vanishers = [
         Vanisher(target, queue, histories[queue], stop_consuming, lease=lease, seed=i)
         for i, (queue, lease) in enumerate([("consume", None), ("lease", 2)] * 3)
@@ -43,7 +41,7 @@ def test_receivers_that_vanish_lose_no_message(tmp_path, figures):
         stop_producing.set()
         for producer in producers:
             producer.join(30)
-        drain(target, ["consume", "lease"])
+        drain(target, ["consume", "lease"], timeout=scaled(60, 900))  # vanishers go on meanwhile
     finally:
         stop_producing.set()
         stop_consuming.set()
