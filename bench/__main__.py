@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import nodes, report, servers, shell, workloads
+from . import nodes, observing, report, servers, shell, workloads
 from .systems import BY_NAME, SYSTEMS, System
 
 SMOKE_SYSTEMS = ("mqd", "ceiling")
@@ -35,7 +35,7 @@ def _options(argv: list[str] | None) -> argparse.Namespace:
         "--systems", help=f"comma-separated, of: {', '.join(BY_NAME)} (default: all available)"
     )
     parser.add_argument(
-        "--workloads", default="W1,W2,W3,W4,W5,W6,W7,W8,W9", help="comma-separated (default all)"
+        "--workloads", default="W1,W2,W3,W4,W5,W6,W7,W8,W9,W10", help="comma-separated (default all)"
     )
     parser.add_argument("--backlog", type=int, default=1_000_000, help="the large backlog of W6 and W8")
     parser.add_argument("--output", help="also write the report here (e.g. docs/performance.md)")
@@ -197,6 +197,7 @@ async def _main(options: argparse.Namespace) -> int:
     results: report.Results = {}
     extra: dict[str, list[float]] = {}
     scaling: dict[tuple[int, str], list[float]] = {}
+    observed: dict[str, list[dict[str, float]]] = {}
     started = time.monotonic()
     for run in range(1, options.runs + 1):
         for system in systems:
@@ -207,7 +208,12 @@ async def _main(options: argparse.Namespace) -> int:
             await _mqd_alone(options, wanted, extra)
         if "W9" in wanted and not options.smoke:
             await _nodes(run, options, scaling)
+        if "W10" in wanted:
+            print(f"run {run}/{options.runs}: /status and /metrics under load (W10)", file=sys.stderr)
+            for store, figures in (await observing.latencies(options.backlog, options.seconds * 2)).items():
+                observed.setdefault(store, []).append(figures)
     text = _report(options, results, extra, time.monotonic() - started) + report.scaling_table(scaling)
+    text += observing.table(observed, options.backlog)
     print(text)
     if options.output:
         _write_report(Path(options.output), text)

@@ -86,5 +86,9 @@ async def scaling(seconds: float, url: str = DEFAULT_URL) -> dict[int, dict[str,
                 "W2 cpu": w2.cpu_us,
                 "W3 cpu": w3.cpu_us,
             }
-        await _database(url, f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        await drop_schema(schema, url)
     return figures
+
+
+async def drop_schema(schema: str, url: str = DEFAULT_URL) -> None:
+    await _database(url, f"DROP SCHEMA IF EXISTS {schema} CASCADE")
