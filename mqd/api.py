@@ -1,9 +1,11 @@
 """The HTTP API: parse each request, call the broker, shape the reply.
 
+The routes are contract.ROUTES; each handler here is named after its route's operationId
+(createQueue: create_queue).
 Requests are read and checked by parsing.py. Every error leaves through ``response_for_error``
-(called by the application's one middleware), the one place where domain errors become statuses
-and every failure becomes ``{"error": "<one sentence>"}``; a handler never builds an error
-response itself, and nothing a client sends can produce a traceback or a 500.
+(called by the application's one middleware), the one place where errors become statuses and
+every failure becomes ``{"error": "<one sentence>", "code": "<a stable code>"}``; a handler never
+builds an error response itself, and nothing a client sends can produce a traceback or a 500.
 """
 
 from __future__ import annotations
@@ -12,13 +14,15 @@ import asyncio
 import functools
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import hdrs, web
 
-from . import __version__, parsing, protocol, wire
+from . import __version__, contract, parsing, replies
+from .appkeys import BROKER, CONFIG, METRICS
 from .broker import Broker
 from .errors import (
     DataCorrupt,
@@ -37,7 +41,7 @@ from .errors import (
     TooManyWaiters,
     Unauthorized,
 )
-from .keys import BROKER, CONFIG, METRICS
+from .model import parse_receipt
 
 log = logging.getLogger("mqd.api")
 
@@ -64,20 +68,33 @@ EXTRA_HEADERS: dict[type[MqError], dict[str, str]] = {
     StorageFull: {hdrs.RETRY_AFTER: "5"},
     Unauthorized: {hdrs.WWW_AUTHENTICATE: 'Bearer realm="mq"'},
 }
-
-
+# aiohttp's own refusals, by status.
+CODE_OF_STATUS = {
+    404: "route_not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+}
 # 5xx answers that refuse work for a while (retry later) rather than report a fault of mqd's own;
 # a failed store was logged CRITICAL once, when it failed.
 REFUSALS = {TooManyWaiters, ShuttingDown, StorageUnavailable, StorageFull, StorageFailed}
-
 JSON_HEADERS = {hdrs.CONTENT_TYPE: "application/json; charset=utf-8"}
 
 
-# -- errors -------------------------------------------------------------------------------------
+# -- replies and errors -------------------------------------------------------------------------
 
 
-def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
-    return json_reply({"error": message}, status, headers)
+def json_reply(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    """A JSON reply, ended by a newline so that a shell prompt after curl starts on its own line."""
+    text = body if isinstance(body, str) else replies.dumps(body)
+    all_headers = JSON_HEADERS if headers is None else {**JSON_HEADERS, **headers}
+    return web.Response(status=status, body=(text + "\n").encode(), headers=all_headers)
+
+
+def error_response(
+    status: int, message: str, code: str, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    return json_reply({"error": message, "code": code}, status, headers)
 
 
 def _describe_http_error(request: web.Request, exc: web.HTTPException) -> str:
@@ -96,28 +113,23 @@ def _describe_http_error(request: web.Request, exc: web.HTTPException) -> str:
 
 
 def response_for_error(request: web.Request, exc: Exception) -> web.Response:
-    """The one place an exception becomes a reply: the status for its class, one sentence."""
+    """The one place an exception becomes a reply: the status for its class, one sentence, and
+    the error's code."""
     if isinstance(exc, MqError):
         status = STATUS_OF_ERROR.get(type(exc), 500)
         if type(exc) in REFUSALS:  # the disk's or the moment's, not mqd's own failure
             log.warning("%s %s refused: %s", request.method, request.path, exc)
         elif status >= 500:
             log.error("%s %s: %s", request.method, request.path, exc)
-        return error_response(status, str(exc), EXTRA_HEADERS.get(type(exc)))
+        return error_response(status, str(exc), exc.code, EXTRA_HEADERS.get(type(exc)))
     if isinstance(exc, web.HTTPException) and exc.status >= 400:
         headers = {k: v for k, v in exc.headers.items() if k in (hdrs.ALLOW, hdrs.RETRY_AFTER)}
-        return error_response(exc.status, _describe_http_error(request, exc), headers)
+        code = CODE_OF_STATUS.get(exc.status, "invalid_request")
+        return error_response(exc.status, _describe_http_error(request, exc), code, headers)
     if isinstance(exc, web.HTTPException):
         raise exc  # a redirect or success raised as an exception: not an error
     log.error("%s %s failed", request.method, request.path, exc_info=exc)
-    return error_response(500, "mqd failed to handle this request; the error is in its log.")
-
-
-def json_reply(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
-    """A JSON reply, ended by a newline so that a shell prompt after curl starts on its own line."""
-    text = body if isinstance(body, str) else wire.dumps(body)
-    all_headers = JSON_HEADERS if headers is None else {**JSON_HEADERS, **headers}
-    return web.Response(status=status, body=(text + "\n").encode(), headers=all_headers)
+    return error_response(500, str(InternalError()), InternalError.code)
 
 
 def _broker(request: web.Request) -> Broker:
@@ -133,51 +145,58 @@ async def _receipt(request: web.Request) -> tuple[str, str]:
     unknown without asking the store, but an unknown queue still says so first."""
     name = _name(request)
     receipt = request.match_info["receipt"]
-    if not parsing.looks_like_receipt(receipt):
-        await _broker(request).get_queue(name)
+    if parse_receipt(receipt) is None:
+        await _broker(request).queue(name)
         raise ReceiptNotFound(receipt)
     return name, receipt
+
+
+def _queue_reply(request: web.Request, stats, status: int = 200) -> web.Response:
+    counters = _broker(request).counters_for(stats.queue.name)
+    return json_reply(replies.queue_dict(stats, time.time(), counters), status)
 
 
 # -- queues -------------------------------------------------------------------------------------
 
 
 async def create_queue(request: web.Request) -> web.Response:
-    parsing.check_query(request, set())
-    body = await parsing.read_object(request, {"name", "max_attempts", "dead_letter_queue", "dedup_window"})
+    parsing.check_query(request)
+    body = await parsing.read_object(request, set(contract.QUEUE_FIELDS))
     if "name" not in body:
         raise InvalidArgument("The queue needs a 'name'.")
     name = parsing.queue_name(body["name"])
     _, created = await _broker(request).create_queue(name, parsing.settings(body))
-    stats = await _broker(request).queue_stats(name)
-    return json_reply(wire.queue_dict(stats, time.time()), 201 if created else 200)
+    return _queue_reply(request, await _broker(request).queue_stats(name), 201 if created else 200)
 
 
 async def list_queues(request: web.Request) -> web.Response:
-    parsing.check_query(request, set())
+    parsing.check_query(request)
+    broker = _broker(request)
     now = time.time()
-    return json_reply({"queues": [wire.queue_dict(s, now) for s in await _broker(request).list_queues()]})
+    queues = [
+        replies.queue_dict(s, now, broker.counters_for(s.queue.name)) for s in await broker.list_queues()
+    ]
+    return json_reply({"queues": queues})
 
 
 async def get_queue(request: web.Request) -> web.Response:
-    parsing.check_query(request, set())
-    stats = await _broker(request).queue_stats(_name(request))
-    return json_reply(wire.queue_dict(stats, time.time()))
+    parsing.check_query(request)
+    return _queue_reply(request, await _broker(request).queue_stats(_name(request)))
 
 
 async def delete_queue(request: web.Request) -> web.Response:
-    parsing.check_query(request, set())
+    parsing.check_query(request)
     await _broker(request).delete_queue(_name(request))
     return web.Response(status=204)
 
 
 async def purge_queue(request: web.Request) -> web.Response:
-    parsing.check_query(request, set())
+    parsing.check_query(request)
     return json_reply({"purged": await _broker(request).purge(_name(request))})
 
 
-async def redrive(request: web.Request) -> web.Response:
-    parsing.check_query(request, set())
+async def redrive_queue(request: web.Request) -> web.Response:
+    parsing.check_query(request)
     await parsing.read_object(request, set(), required=False)
     moved = await _broker(request).redrive(_name(request))
     return json_reply({"moved": sum(moved.values()), "queues": moved})
@@ -186,30 +205,30 @@ async def redrive(request: web.Request) -> web.Response:
 # -- messages -----------------------------------------------------------------------------------
 
 
-async def send(request: web.Request) -> web.Response:
-    parsing.check_query(request, set())
+async def send_messages(request: web.Request) -> web.Response:
+    parsing.check_query(request)
     name = _name(request)
     messages, batch = await parsing.read_send(request)
     result = await _broker(request).send(name, messages)
     if batch:
-        return json_reply(wire.ids_json(result.ids), 201)
+        return json_reply(replies.ids_json(result.ids), 201)
     if result.duplicates[0]:
         return json_reply({"id": result.ids[0], "duplicate": True}, 200)
     return json_reply({"id": result.ids[0]}, 201)
 
 
-async def receive(request: web.Request) -> web.StreamResponse:
-    parsing.check_query(request, {"count", "wait", "lease"})
+async def receive_messages(request: web.Request) -> web.StreamResponse:
+    parsing.check_query(request, (contract.COUNT, contract.WAIT, contract.LEASE))
     name = _name(request)
-    count = parsing.query_number(request, "count", 1, protocol.MAX_BATCH, integer=True)
-    wait = parsing.query_number(request, "wait", 0, request.app[CONFIG].max_wait) or 0.0
-    lease = parsing.query_number(request, "lease", protocol.MIN_LEASE_SECONDS, protocol.MAX_LEASE_SECONDS)
+    count = parsing.query(request, contract.COUNT)
+    wait = parsing.query(request, contract.WAIT.with_high(request.app[CONFIG].max_wait)) or 0.0
+    lease = parsing.query(request, contract.LEASE)
     broker = _broker(request)
     connected = functools.partial(_connected, request)
     deliveries = await broker.receive(name, count=count or 1, lease=lease, wait=wait, still_there=connected)
     if not deliveries:
         return web.Response(status=204)
-    body = wire.delivery_json(deliveries[0]) if count is None else wire.deliveries_json(deliveries)
+    body = replies.delivery_json(deliveries[0]) if count is None else replies.deliveries_json(deliveries)
     return await _hand_over(request, json_reply(body), lambda: broker.give_back(name, deliveries))
 
 
@@ -236,37 +255,37 @@ async def _hand_over(
     return response
 
 
-async def peek(request: web.Request) -> web.Response:
-    parsing.check_query(request, {"count"})
-    count = parsing.query_number(request, "count", 1, protocol.MAX_BATCH, integer=True) or 1
+async def peek_messages(request: web.Request) -> web.Response:
+    parsing.check_query(request, (contract.COUNT,))
+    count = parsing.query(request, contract.COUNT) or 1
     deliveries = await _broker(request).peek(_name(request), count)
     if not deliveries:
         return web.Response(status=204)
-    return json_reply(wire.deliveries_json(deliveries))
+    return json_reply(replies.deliveries_json(deliveries))
 
 
-async def ack(request: web.Request) -> web.Response:
-    parsing.check_query(request, set())
+async def ack_message(request: web.Request) -> web.Response:
+    parsing.check_query(request)
     name, receipt = await _receipt(request)
     await _broker(request).ack(name, receipt)
     return web.Response(status=204)
 
 
-async def release(request: web.Request) -> web.Response:
-    parsing.check_query(request, set())
-    body = await parsing.read_object(request, {"delay"}, required=False)
-    delay = parsing.number(body.get("delay", 0), "delay", 0, protocol.MAX_DELAY_SECONDS)
+async def release_message(request: web.Request) -> web.Response:
+    parsing.check_query(request)
+    body = await parsing.read_object(request, set(contract.RELEASE_FIELDS), required=False)
+    delay = contract.DELAY.parse(body.get("delay", 0))
     name, receipt = await _receipt(request)
     await _broker(request).release(name, receipt, delay)
     return web.Response(status=204)
 
 
-async def extend(request: web.Request) -> web.Response:
-    parsing.check_query(request, set())
-    body = await parsing.read_object(request, {"lease"})
+async def extend_lease(request: web.Request) -> web.Response:
+    parsing.check_query(request)
+    body = await parsing.read_object(request, set(contract.EXTEND_FIELDS))
     if "lease" not in body:
         raise InvalidArgument("Extending a lease needs 'lease' (seconds from now).")
-    lease = parsing.number(body["lease"], "lease", protocol.MIN_LEASE_SECONDS, protocol.MAX_LEASE_SECONDS)
+    lease = contract.LEASE.parse(body["lease"])
     name, receipt = await _receipt(request)
     expires_at = await _broker(request).extend(name, receipt, lease)
     return json_reply({"receipt": receipt, "lease_expires_at": expires_at})
@@ -288,13 +307,14 @@ def identity(request: web.Request) -> dict[str, Any]:
     }
 
 
-async def status(request: web.Request) -> web.Response:
-    parsing.check_query(request, set())
+async def get_status(request: web.Request) -> web.Response:
+    parsing.check_query(request)
     broker = _broker(request)
     config = request.app[CONFIG]
     failure = broker.store.failure()
     if failure is not None:  # unhealthy: say why, with a status a health check notices
-        return json_reply({"status": "failed", "error": failure, **identity(request)}, 503)
+        body = {"status": "failed", "error": failure, "code": StorageFailed.code, **identity(request)}
+        return json_reply(body, 503)
     totals = await broker.totals()
     return json_reply(
         {
@@ -309,26 +329,26 @@ async def status(request: web.Request) -> web.Response:
     )
 
 
-async def metrics(request: web.Request) -> web.Response:
-    parsing.check_query(request, set())
+async def get_metrics(request: web.Request) -> web.Response:
+    parsing.check_query(request)
     text = await request.app[METRICS].render(_broker(request))
     return web.Response(text=text, headers={hdrs.CONTENT_TYPE: "text/plain; version=0.0.4; charset=utf-8"})
 
 
+def handler_name(operation: str) -> str:
+    """The handler of an operationId: createQueue -> create_queue."""
+    return re.sub(r"(?<!^)([A-Z])", lambda match: "_" + match.group(1).lower(), operation)
+
+
 def add_routes(app: web.Application) -> None:
-    """Every route of the API; GET routes take no implicit HEAD (a HEAD must never consume)."""
-    router = app.router
-    router.add_get("/status", status, allow_head=False)
-    router.add_get("/metrics", metrics, allow_head=False)
-    router.add_post("/queues", create_queue)
-    router.add_get("/queues", list_queues, allow_head=False)
-    router.add_get("/queues/{name}", get_queue, allow_head=False)
-    router.add_delete("/queues/{name}", delete_queue)
-    router.add_post("/queues/{name}/messages", send)
-    router.add_get("/queues/{name}/messages", receive, allow_head=False)
-    router.add_delete("/queues/{name}/messages", purge_queue)
-    router.add_delete("/queues/{name}/messages/{receipt}", ack)
-    router.add_post("/queues/{name}/messages/{receipt}/release", release)
-    router.add_post("/queues/{name}/messages/{receipt}/extend", extend)
-    router.add_get("/queues/{name}/peek", peek, allow_head=False)
-    router.add_post("/queues/{name}/redrive", redrive)
+    """Every route of the contract (but /openapi.json, which openapi.py serves); GET routes take
+    no implicit HEAD (a HEAD must never consume)."""
+    handlers = globals()
+    for route in contract.ROUTES:
+        if route.operation == "getOpenApi":
+            continue
+        handler = handlers[handler_name(route.operation)]
+        if route.method == "GET":
+            app.router.add_get(route.path, handler, allow_head=False)
+        else:
+            app.router.add_route(route.method, route.path, handler)

@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from . import api, openapi
+from .appkeys import BROKER, CLOCK, CONFIG, METRICS, STORE
 from .broker import Broker
 from .config import Config
-from .keys import BROKER, CONFIG, METRICS, STORE
 from .metrics import Metrics
+from .model import Clock
 from .security import RequestGuard
 from .store.base import Store
 from .store.sqlite import SQLiteStore
@@ -38,13 +39,15 @@ def create_store(config: Config) -> Store:
 RUNNER_OPTIONS = {"handler_cancellation": True}
 
 
-def create_app(config: Config) -> web.Application:
-    """The application; its store is opened when the app starts and closed when it stops."""
+def create_app(config: Config, *, clock: Clock = time.time) -> web.Application:
+    """The application; its store is opened when the app starts and closed when it stops.
+    ``clock`` is the broker's: the one time every store is told."""
     metrics = Metrics()
     front_door = _front_door(RequestGuard(config), metrics)
     app = web.Application(client_max_size=config.max_body_bytes, middlewares=[front_door])
     app[CONFIG] = config
     app[METRICS] = metrics
+    app[CLOCK] = clock
     app.cleanup_ctx.append(_store_and_broker)
     app.on_shutdown.append(_answer_waiting_receivers)
     api.add_routes(app)
@@ -76,7 +79,7 @@ async def _store_and_broker(app: web.Application) -> AsyncIterator[None]:
     store.observe_commits(app[METRICS].observe_commit)
     await store.open()
     app[STORE] = store
-    app[BROKER] = Broker(store, max_waiters=config.max_waiters)
+    app[BROKER] = Broker(store, max_waiters=config.max_waiters, clock=app[CLOCK])
     try:
         yield
     finally:

@@ -1,13 +1,11 @@
-"""Queue semantics over a store: long-poll receivers, their wake-ups, and per-queue counters.
+"""Queue semantics, decided once, over a store that only keeps: the one home of the queue model.
 
-The store makes each operation atomic; the broker decides *when* to try one. Receivers that
-find a queue empty wait in line (one deque per queue, arrival order) and keep their place until
-they leave with a message or time out. A send of k ready messages lets the first k of them look
-again; one that still finds nothing (a receiver without a wait took the message first) sleeps
-again where it stood. Messages that become visible later
-(delays, leases running out) wake the line through one timer per queue, armed at the earliest
-such moment the store knows of. No two receivers can get the same message: that is the store's
-promise, whatever order the broker wakes them in.
+The broker resolves queue names (a catalogue of queues it has seen; a queue's settings never
+change, and a store refuses an operation on a queue deleted meanwhile, so a stale entry is
+noticed and looked up again), reads the clock, makes lease tokens and receipts, decides which
+settings conflict, when a message is dead-lettered and what a stale receipt means, and passes
+all of it to the store as arguments. It also owns the waiting (waiting.py): long-polls, their
+wake-ups, and receivers that leave; and the per-queue traffic counters.
 """
 
 from __future__ import annotations
@@ -17,31 +15,36 @@ import dataclasses
 import functools
 import logging
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
-from .errors import MqError, QueueNotFound, ShuttingDown, TooManyWaiters
+from .errors import MqError, QueueConflict, QueueGone, QueueNotFound, ReceiptNotFound, ShuttingDown
 from .logs import counted
-from .store.base import (
+from .model import (
+    Clock,
+    DeadLetterRule,
     Delivery,
+    Lease,
     NewMessage,
     Queue,
     QueueSettings,
     QueueStats,
-    ReceiveResult,
     SendResult,
-    Store,
+    TakeResult,
     Totals,
+    parse_receipt,
 )
+from .store.base import Store, StoreListener
+from .waiting import Lines
 
 log = logging.getLogger("mqd.broker")
 
-TIMER_SLACK_SECONDS = 0.001  # fire just after a message becomes visible, never just before
+T = TypeVar("T")
 
 
 @dataclasses.dataclass
 class QueueCounters:
-    """Totals since the daemon started, for /metrics (Prometheus counters may reset)."""
+    """Totals since the daemon started, for /metrics and the JSON API (they reset with mqd)."""
 
     sent: int = 0
     received: int = 0
@@ -51,101 +54,39 @@ class QueueCounters:
     dead_lettered: int = 0
 
 
-class _Receiver:
-    """A long-polling receiver's place in line: asleep on ``future``, or awake and looking."""
-
-    __slots__ = ("awake", "future")
-
-    def __init__(self) -> None:
-        self.awake = True
-        self.future: asyncio.Future | None = None
-
-
-class _Line:
-    """The receivers waiting on one queue, and the timer for its next hidden message."""
-
-    __slots__ = ("generation", "receivers", "timer", "timer_at", "timer_known", "timer_query", "waiting")
-
-    def __init__(self) -> None:
-        self.receivers = 0  # receivers inside receive(), asleep or looking
-        self.waiting: deque[_Receiver] = deque()  # in arrival order, asleep or looking
-        self.generation = 0  # bumped on every wake-up, so a receiver can tell it missed one
-        self.timer: asyncio.TimerHandle | None = None
-        self.timer_at: float | None = None  # wall-clock time the timer stands for
-        self.timer_known = False  # whether timer_at reflects the store's earliest hidden message
-        self.timer_query: asyncio.Task | None = None
-
-
-class Broker:
-    def __init__(self, store: Store, *, max_waiters: int = 4096) -> None:
+class Broker(StoreListener):
+    def __init__(self, store: Store, *, max_waiters: int = 4096, clock: Clock = time.time) -> None:
         self.store = store
-        self.max_waiters = max_waiters
+        self.clock = clock
         self.counters: dict[str, QueueCounters] = {}
-        self.started_at = time.time()
-        self._lines: dict[str, _Line] = {}
-        self._waiting = 0
+        self.started_at = clock()
+        self._queues: dict[str, Queue] = {}  # the catalogue: name -> queue, as last seen
+        self._lines = Lines(clock, store.next_visible_at, max_waiters)
         self._closing = False
         self._returns: set[asyncio.Task] = set()
         store.set_listener(self)
 
     # -- what the store reports of changes made elsewhere (other nodes on a shared database) ----
 
-    def messages_ready(self, queue: str, count: int) -> None:
-        self._notify(queue, count)
+    def messages_ready(self, queue_id: int, count: int) -> None:
+        self._lines.notify(queue_id, count)
 
-    def message_due(self, queue: str, visible_at: float) -> None:
-        self._note_hidden(queue, visible_at)
+    def message_due(self, queue_id: int, visible_at: float) -> None:
+        self._lines.note_hidden(queue_id, visible_at)
+
+    def queue_changed(self, name: str) -> None:
+        gone = self._queues.pop(name, None)
+        if gone is not None:
+            self._lines.wake_all(gone.id)
 
     @property
     def waiting_receivers(self) -> int:
-        return self._waiting
+        return self._lines.waiting
 
     def close(self) -> None:
         """Stop taking new work and answer every waiting receiver (with nothing)."""
         self._closing = True
-        for line in self._lines.values():
-            self._wake(line, len(line.waiting))
-            if line.timer is not None:
-                line.timer.cancel()
-
-    # -- queues ----------------------------------------------------------------------------------
-
-    async def create_queue(self, name: str, settings: QueueSettings) -> tuple[Queue, bool]:
-        queue, created = await self.store.create_queue(name, settings)
-        if created:
-            log.info("queue '%s' created", name)
-        return queue, created
-
-    async def delete_queue(self, name: str) -> None:
-        await self.store.delete_queue(name)
-        log.info("queue '%s' deleted", name)
-        self.counters.pop(name, None)
-        line = self._lines.get(name)
-        if line is not None:  # its receivers find out the queue is gone
-            self._wake(line, len(line.waiting))
-
-    async def get_queue(self, name: str) -> Queue:
-        return await self.store.get_queue(name)
-
-    async def queue_stats(self, name: str) -> QueueStats:
-        return await self.store.queue_stats(name)
-
-    async def list_queues(self) -> list[QueueStats]:
-        return await self.store.list_queues()
-
-    async def totals(self) -> Totals:
-        return await self.store.totals()
-
-    async def purge(self, name: str) -> int:
-        removed = await self.store.purge(name)
-        log.info("queue '%s' purged (%s)", name, counted(removed, "message"))
-        return removed
-
-    async def redrive(self, name: str) -> dict[str, int]:
-        moved = await self.store.redrive(name)
-        for destination, count in moved.items():
-            self._notify(destination, count)
-        return moved
+        self._lines.wake_all()
 
     def counters_for(self, name: str) -> QueueCounters:
         counters = self.counters.get(name)
@@ -153,20 +94,106 @@ class Broker:
             counters = self.counters[name] = QueueCounters()
         return counters
 
+    # -- the catalogue ---------------------------------------------------------------------------
+
+    async def queue(self, name: str) -> Queue:
+        queue = self._queues.get(name)
+        if queue is None:
+            queue = await self.store.find_queue(name)
+            if queue is None:
+                raise QueueNotFound(name)
+            self._queues[name] = queue
+        return queue
+
+    async def _on_queue(self, name: str, operation: Callable[[Queue], Awaitable[T]]) -> T:
+        """Run ``operation`` on the queue named; if the store says that queue is gone (deleted,
+        perhaps on another node), forget it and try once more with what the name is now."""
+        queue = await self.queue(name)
+        try:
+            return await operation(queue)
+        except QueueGone:
+            if self._queues.get(name) is queue:
+                del self._queues[name]
+            again = await self.queue(name)
+            try:
+                return await operation(again)
+            except QueueGone:
+                self._queues.pop(name, None)
+                raise QueueNotFound(name) from None
+
+    async def create_queue(self, name: str, settings: QueueSettings) -> tuple[Queue, bool]:
+        if settings.dead_letter_queue == name:
+            raise QueueConflict("A queue cannot be its own dead-letter queue.")
+        try:
+            queue, created = await self.store.create_queue(name, settings, self.clock())
+        except QueueNotFound as exc:
+            raise QueueConflict(f"Dead-letter queue '{exc.name}' does not exist; create it first.") from None
+        if not created and queue.settings != settings:
+            raise QueueConflict(
+                f"Queue '{name}' already exists with other settings ({queue.settings.describe()}); "
+                "declare it with the same settings or delete it first."
+            )
+        self._queues[name] = queue
+        if created:
+            log.info("queue '%s' created", name)
+        return queue, created
+
+    async def delete_queue(self, name: str) -> None:
+        queue = await self.queue(name)
+        try:
+            await self.store.delete_queue(queue.id)
+        except QueueGone:
+            raise QueueNotFound(name) from None
+        finally:
+            self._queues.pop(name, None)
+        log.info("queue '%s' deleted", name)
+        self.counters.pop(name, None)
+        self._lines.wake_all(queue.id)  # its receivers find out the queue is gone
+
+    async def queue_stats(self, name: str) -> QueueStats:
+        queue = await self.queue(name)
+        found = await self.store.stats(self.clock(), queue.id)
+        if not found:
+            self._queues.pop(name, None)
+            raise QueueNotFound(name)
+        return found[0]
+
+    async def list_queues(self) -> list[QueueStats]:
+        return await self.store.stats(self.clock())
+
+    async def totals(self) -> Totals:
+        return await self.store.totals()
+
+    async def purge(self, name: str) -> int:
+        removed = await self._on_queue(name, lambda queue: self.store.purge(queue.id))
+        log.info("queue '%s' purged (%s)", name, counted(removed, "message"))
+        return removed
+
+    async def redrive(self, name: str) -> dict[str, int]:
+        moves = await self._on_queue(name, lambda queue: self.store.redrive(queue.id, self.clock()))
+        for destination, count in moves:
+            self._lines.notify(destination.id, count)
+        return {destination.name: count for destination, count in moves}
+
     # -- messages --------------------------------------------------------------------------------
 
     async def send(self, name: str, messages: Sequence[NewMessage]) -> SendResult:
         if self._closing:
             raise ShuttingDown("mqd is shutting down; send again once it is back.")
-        result = await self.store.send(name, messages)
+        now = self.clock()
+
+        async def send(queue: Queue) -> tuple[Queue, SendResult]:
+            return queue, await self.store.send(queue.id, messages, now, queue.settings.dedup_window)
+
+        queue, result = await self._on_queue(name, send)
         self.counters_for(name).sent += result.duplicates.count(False)
         if result.ready:
-            self._notify(name, result.ready)
+            self._lines.notify(queue.id, result.ready)
         delays = [
             m.delay for m, dup in zip(messages, result.duplicates, strict=True) if m.delay > 0 and not dup
         ]
         if delays:
-            self._note_hidden(name, time.time() + min(delays))
+            self._lines.note_hidden(queue.id, now + min(delays))
         return result
 
     async def receive(
@@ -181,43 +208,104 @@ class Broker:
         """Up to ``count`` messages; waits up to ``wait`` seconds for the first one.
 
         A message never goes to a receiver that has left: ``still_there`` is asked before every
-        look at the store (and a waiting receiver leaves the line as soon as its caller is
-        cancelled); messages taken for one that is cancelled while the store takes them are put
-        back (see ``give_back``)."""
+        look at the store, a waiting receiver leaves its line as soon as its caller is cancelled,
+        and messages taken for one cancelled while the store took them are put back (see
+        ``give_back``)."""
+        queue = await self.queue(name)
         if wait <= 0 or self._closing:
-            return await self._take(name, count, lease, still_there)
-        # Join the line before looking, so that a send landing between our look and our sleep
-        # still bumps the generation we compare against.
-        line = self._lines.get(name)
-        if line is None:
-            line = self._lines[name] = _Line()
-        line.receivers += 1
+            return await self._take(name, queue, count, lease, still_there)
+        line = self._lines.enter(queue.id)
         try:
-            return await self._wait_and_take(name, line, count, lease, wait, still_there)
+            return await self._wait_and_take(name, queue, line, count, lease, wait, still_there)
         finally:
-            line.receivers -= 1
-            self._forget_if_idle(name, line)
+            self._lines.exit(queue.id, line)
 
     async def peek(self, name: str, count: int) -> list[Delivery]:
-        return await self.store.peek(name, count)
+        queue = await self.queue(name)
+        return await self.store.peek(queue.id, count, self.clock())
 
     async def ack(self, name: str, receipt: str) -> None:
-        await self.store.ack(name, receipt)
+        message_id, token = self._receipt(receipt)
+        found = await self._on_queue(name, lambda q: self.store.ack(q.id, message_id, token, self.clock()))
+        if not found:
+            raise ReceiptNotFound(receipt)
         self.counters_for(name).acked += 1
 
     async def release(self, name: str, receipt: str, delay: float) -> float:
-        visible_at = await self.store.release(name, receipt, delay)
+        message_id, token = self._receipt(receipt)
+        now = self.clock()
+        visible_at = now + delay if delay > 0 else 0.0
+
+        async def release(queue: Queue) -> tuple[Queue, bool]:
+            return queue, await self.store.release(queue.id, message_id, token, now, visible_at)
+
+        queue, found = await self._on_queue(name, release)
+        if not found:
+            raise ReceiptNotFound(receipt)
         self.counters_for(name).released += 1
         if visible_at == 0:
-            self._notify(name, 1)
+            self._lines.notify(queue.id, 1)
         else:
-            self._note_hidden(name, visible_at)
+            self._lines.note_hidden(queue.id, visible_at)
         return visible_at
 
     async def extend(self, name: str, receipt: str, lease: float) -> float:
-        return await self.store.extend(name, receipt, lease)
+        message_id, token = self._receipt(receipt)
+        now = self.clock()
+        found = await self._on_queue(
+            name, lambda q: self.store.extend(q.id, message_id, token, now, now + lease)
+        )
+        if not found:
+            raise ReceiptNotFound(receipt)
+        return now + lease
 
-    # -- waiting ---------------------------------------------------------------------------------
+    def _receipt(self, receipt: str) -> tuple[int, str]:
+        parsed = parse_receipt(receipt)
+        if parsed is None:
+            raise ReceiptNotFound(receipt)
+        return parsed
+
+    # -- taking, and giving back -----------------------------------------------------------------
+
+    async def _take(
+        self, name: str, queue: Queue, count: int, lease: float | None, still_there: Callable[[], bool]
+    ) -> list[Delivery]:
+        if not still_there():
+            return []
+        now = self.clock()
+        settings = queue.settings
+        rule = None
+        if settings.max_attempts is not None and queue.dead_letter_queue_id is not None:
+            rule = DeadLetterRule(settings.max_attempts, queue.dead_letter_queue_id)
+        leasing = None if lease is None else Lease.new(now + lease, count)
+        # Once asked, the store takes the messages whatever happens to us: if we are cancelled
+        # meanwhile (the receiver's connection closed), they are put back as soon as it has.
+        taking = asyncio.ensure_future(self.store.take(queue.id, count, now, leasing, rule))
+        try:
+            result = await asyncio.shield(taking)
+        except asyncio.CancelledError:
+            taking.add_done_callback(functools.partial(self._taken_for_nobody, name, queue))
+            raise
+        except QueueGone:
+            self._queues.pop(name, None)
+            raise QueueNotFound(name) from None
+        return self._taken(name, queue, result)
+
+    def _taken_for_nobody(self, name: str, queue: Queue, taking: asyncio.Future) -> None:
+        if taking.cancelled() or taking.exception() is not None:
+            return
+        self.give_back(name, self._taken(name, queue, taking.result()))
+
+    def _taken(self, name: str, queue: Queue, result: TakeResult) -> list[Delivery]:
+        counters = self.counters_for(name)
+        if result.deliveries:
+            counters.received += len(result.deliveries)
+            if result.deliveries[0].lease_expires_at is not None:
+                self._lines.note_hidden(queue.id, result.deliveries[0].lease_expires_at)
+        if result.dead_lettered:
+            counters.dead_lettered += result.dead_lettered
+            self._lines.notify(queue.dead_letter_queue_id, result.dead_lettered)
+        return result.deliveries
 
     def give_back(self, name: str, deliveries: Sequence[Delivery]) -> None:
         """Put back messages whose receiver left before it was told of them (its connection
@@ -234,7 +322,8 @@ class Broker:
 
     async def _restore(self, name: str, deliveries: list[Delivery]) -> None:
         try:
-            restored = await self.store.restore(name, deliveries)
+            queue = await self.queue(name)
+            restored = await self.store.restore(queue.id, deliveries)
         except MqError as exc:
             log.warning(
                 "could not put back %s of '%s' whose receiver left: %s",
@@ -246,42 +335,13 @@ class Broker:
         self.counters_for(name).returned += restored
         if restored:
             log.debug("put back %s of '%s': the receiver left", counted(restored, "message"), name)
-            self._notify(name, restored)
-
-    async def _take(
-        self, name: str, count: int, lease: float | None, still_there: Callable[[], bool]
-    ) -> list[Delivery]:
-        if not still_there():
-            return []
-        # Once asked, the store takes the messages whatever happens to us: if we are cancelled
-        # meanwhile (the receiver's connection closed), they are put back as soon as it has.
-        taking = asyncio.ensure_future(self.store.receive(name, count, lease))
-        try:
-            result = await asyncio.shield(taking)
-        except asyncio.CancelledError:
-            taking.add_done_callback(functools.partial(self._taken_for_nobody, name, lease))
-            raise
-        return self._taken(name, result, lease)
-
-    def _taken_for_nobody(self, name: str, lease: float | None, taking: asyncio.Future) -> None:
-        if taking.cancelled() or taking.exception() is not None:
-            return
-        self.give_back(name, self._taken(name, taking.result(), lease))
-
-    def _taken(self, name: str, result: ReceiveResult, lease: float | None) -> list[Delivery]:
-        if result.deliveries:
-            self.counters_for(name).received += len(result.deliveries)
-            if lease is not None:
-                self._note_hidden(name, result.deliveries[0].lease_expires_at)
-        for destination, moved in result.dead_lettered.items():
-            self.counters_for(name).dead_lettered += moved
-            self._notify(destination, moved)
-        return result.deliveries
+            self._lines.notify(queue.id, restored)
 
     async def _wait_and_take(
         self,
         name: str,
-        line: _Line,
+        queue: Queue,
+        line,
         count: int,
         lease: float | None,
         wait: float,
@@ -289,126 +349,31 @@ class Broker:
     ) -> list[Delivery]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
-        me: _Receiver | None = None  # our place in line, from our first empty look until we leave
+        me = None  # our place in line, from our first empty look until we leave
         try:
             while True:
                 generation = line.generation
-                deliveries = await self._take(name, count, lease, still_there)
+                deliveries = await self._take(name, queue, count, lease, still_there)
                 if deliveries:
                     if me is not None:
-                        self._leave(line, me)
+                        self._lines.leave(line, me)
                         me = None
                     if len(deliveries) == count and line.waiting:
-                        self._wake(line, 1)  # there may be more: pass the baton
+                        self._lines.wake(line, 1)  # there may be more: pass the baton
                     return deliveries
                 if self._closing or loop.time() >= deadline or not still_there():
                     return []
                 if line.generation != generation:
                     continue  # something arrived while we looked: look again
                 if me is None:
-                    if self._waiting >= self.max_waiters:
-                        raise TooManyWaiters(
-                            f"Too many receivers are waiting ({self.max_waiters}); retry shortly."
-                        )
-                    me = _Receiver()
-                    line.waiting.append(me)
-                    self._waiting += 1
-                if not await self._sleep(line, name, me, deadline) or self._closing:
+                    me = self._lines.take_place(line)
+                if not await self._lines.sleep(queue.id, line, me, deadline) or self._closing:
                     return []
         except asyncio.CancelledError:
-            if me is not None:  # we may have been woken for a message: let the next one look
-                self._leave(line, me)
+            if me is not None:
+                self._lines.leave(line, me, pass_turn=True)
                 me = None
-                if line.waiting:
-                    self._wake(line, 1)
             raise
         finally:
             if me is not None:
-                self._leave(line, me)
-
-    def _leave(self, line: _Line, me: _Receiver) -> None:
-        line.waiting.remove(me)
-        self._waiting -= 1
-
-    async def _sleep(self, line: _Line, name: str, me: _Receiver, deadline: float) -> bool:
-        """Sleep in our place until woken (True) or until the deadline (False)."""
-        loop = asyncio.get_running_loop()
-        me.awake = False
-        me.future = loop.create_future()
-        timeout = loop.call_at(deadline, _settle, me.future, False)
-        try:
-            self._ensure_timer(name, line)
-            return await me.future
-        finally:
-            timeout.cancel()
-            me.awake = True
-
-    def _notify(self, name: str, ready: int) -> None:
-        line = self._lines.get(name)
-        if line is not None:
-            self._wake(line, ready)
-
-    def _wake(self, line: _Line, count: int) -> None:
-        """Let the first ``count`` receivers in line look again. One already looking counts too:
-        it sees the new generation and looks again itself, ahead of those behind it."""
-        line.generation += 1
-        for receiver in line.waiting:
-            if count <= 0:
-                break
-            count -= 1
-            if not receiver.awake:
-                receiver.awake = True
-                _settle(receiver.future, True)
-
-    # -- the timer for messages that become visible later ----------------------------------------
-
-    def _note_hidden(self, name: str, visible_at: float | None) -> None:
-        """A message of ``name`` becomes visible at ``visible_at``; wake the line then."""
-        line = self._lines.get(name)
-        if line is None or not line.waiting or visible_at is None:
-            return
-        if line.timer_known and (line.timer_at is None or visible_at < line.timer_at):
-            self._arm(name, line, visible_at)
-
-    def _ensure_timer(self, name: str, line: _Line) -> None:
-        if not line.timer_known and line.timer_query is None:
-            line.timer_query = asyncio.create_task(self._query_timer(name, line))
-
-    async def _query_timer(self, name: str, line: _Line) -> None:
-        try:
-            visible_at = await self.store.next_visible_at(name)
-        except QueueNotFound:
-            visible_at = None
-        except Exception:
-            log.exception("could not read the next visible time of '%s'", name)
-            visible_at = None
-        finally:
-            line.timer_query = None
-        line.timer_known = True
-        if visible_at is not None and (line.timer_at is None or visible_at < line.timer_at):
-            self._arm(name, line, visible_at)
-
-    def _arm(self, name: str, line: _Line, visible_at: float) -> None:
-        if line.timer is not None:
-            line.timer.cancel()
-        loop = asyncio.get_running_loop()
-        delay = max(0.0, visible_at - time.time()) + TIMER_SLACK_SECONDS
-        line.timer_at = visible_at
-        line.timer = loop.call_later(delay, self._timer_fired, name, line)
-
-    def _timer_fired(self, name: str, line: _Line) -> None:
-        line.timer = None
-        line.timer_at = None
-        line.timer_known = False  # the next sleeper asks the store again
-        if line.waiting:
-            self._wake(line, 1)
-        self._forget_if_idle(name, line)
-
-    def _forget_if_idle(self, name: str, line: _Line) -> None:
-        if line.receivers == 0 and line.timer is None and self._lines.get(name) is line:
-            del self._lines[name]
-
-
-def _settle(future: asyncio.Future, value: bool) -> None:
-    if not future.done():
-        future.set_result(value)
+                self._lines.leave(line, me)

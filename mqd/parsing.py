@@ -1,23 +1,22 @@
 """Turning requests into domain values: JSON bodies, query parameters, queue names, messages.
 
-Everything a client sends is checked here, once; what does not fit becomes InvalidArgument with
-a sentence that names the field and says what it should be (or, for a body that is not JSON at
-all, 415), which the API turns into the reply.
+Everything a client sends is checked here, once, with the field definitions of contract.py; what
+does not fit becomes InvalidArgument with a sentence that names the field, says what it should be
+and what arrived (or, for a body that is not JSON at all, 415), which the API turns into the
+reply. So nothing a store could not keep ever reaches one.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import hdrs, web
 
-from . import jsontext, protocol
+from . import contract, jsontext, protocol
+from .contract import quoted
 from .errors import InvalidArgument
-from .store.base import NewMessage, QueueSettings
+from .model import NewMessage, QueueSettings
 
 
 def is_json_type(content_type: str) -> bool:
@@ -69,111 +68,40 @@ def reject_unknown(given: Mapping[str, Any], allowed: set[str], kind: str) -> No
     unknown = sorted(set(given) - allowed)
     if unknown:
         expected = ", ".join(sorted(allowed)) or "none"
-        raise InvalidArgument(f"Unknown {kind} {_quoted(unknown[0])}; expected: {expected}.")
+        raise InvalidArgument(f"Unknown {kind} {quoted(unknown[0])}; expected: {expected}.")
 
 
-SHOWN_CHARACTERS = 40  # of a client's value quoted back in an error
-
-
-def _quoted(text: str) -> str:
-    """A client's string in an error sentence: quoted, escaped, and cut if long."""
-    if len(text) > SHOWN_CHARACTERS:
-        text = text[:SHOWN_CHARACTERS] + "…"
-    return json.dumps(text, ensure_ascii=True)
-
-
-def describe(value: Any) -> str:
-    """What arrived, for an error sentence: 'the string "3"', 'null', 'a list'."""
-    if isinstance(value, str):
-        return f"the string {_quoted(value)}"
-    if value is None or isinstance(value, bool):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    if not _is_finite(value):
-        return "a number out of range"
-    return f"{value:g}"
-
-
-def number(value: Any, name: str, low: float, high: float, *, integer: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not _is_finite(value):
-        raise InvalidArgument(f"'{name}' must be a number from {low:g} to {high:g}, not {describe(value)}.")
-    if integer and value != int(value):
-        raise InvalidArgument(f"'{name}' must be a whole number from {low:g} to {high:g}, not {value:g}.")
-    if not low <= value <= high:
-        raise InvalidArgument(f"'{name}' must be from {low:g} to {high:g}, not {value:g}.")
-    return int(value) if integer else float(value)
-
-
-def _is_finite(value: float) -> bool:
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an integer beyond any float
-        return False
-
-
-def query_number(
-    request: web.Request, name: str, low: float, high: float, *, integer: bool = False
-) -> float | int | None:
-    """The query parameter as a number within [low, high], or None if it is absent."""
-    text = request.query.get(name)
-    if text is None:
-        return None
-    try:
-        value = int(text) if integer else float(text)
-    except ValueError:
-        kind = "a whole number" if integer else "a number"
-        raise InvalidArgument(
-            f"Query parameter '{name}' must be {kind} from {low:g} to {high:g}, not {_quoted(text)}."
-        ) from None
-    return number(value, f"{name}", low, high, integer=integer)
-
-
-def check_query(request: web.Request, allowed: set[str]) -> None:
+def check_query(request: web.Request, allowed: tuple[contract.Number, ...] = ()) -> None:
     """Refuse unknown (misspelt) and repeated query parameters."""
     if not request.query_string:
         return
-    reject_unknown(request.query, allowed, "query parameter")
+    reject_unknown(request.query, {field.name for field in allowed}, "query parameter")
     for name in request.query:
         if len(request.query.getall(name)) > 1:
             raise InvalidArgument(f"Query parameter '{name}' is given more than once.")
 
 
+def query(request: web.Request, field: contract.Number) -> float | int | None:
+    """The query parameter as a number within its field's range, or None if it is absent."""
+    text = request.query.get(field.name)
+    return None if text is None else field.parse_text(text)
+
+
 def queue_name(value: Any) -> str:
-    if not isinstance(value, str) or not protocol.is_valid_queue_name(value):
-        raise InvalidArgument(f"Invalid queue name ({describe(value)}): use {protocol.QUEUE_NAME_RULE}.")
-    return value
+    return contract.QUEUE_NAME.parse(value)
 
 
-_RECEIPT = re.compile(r"[1-9][0-9]{0,17}\.[0-9a-f]{1,64}")  # "<message id>.<lease token>"
+def settings(body: dict[str, Any]) -> QueueSettings:
+    max_attempts = contract.MAX_ATTEMPTS.parse(body["max_attempts"]) if "max_attempts" in body else None
+    dead_letter = (
+        contract.DEAD_LETTER_QUEUE.parse(body["dead_letter_queue"]) if "dead_letter_queue" in body else None
+    )
+    window = contract.DEDUP_WINDOW.parse(body.get("dedup_window", protocol.DEFAULT_DEDUP_WINDOW_SECONDS))
+    return QueueSettings(max_attempts, dead_letter, window)
 
 
-def looks_like_receipt(text: str) -> bool:
-    """Whether ``text`` has the shape of a receipt mqd hands out (an id below 10**18, a token in
-    hex), so nothing else reaches a store."""
-    return _RECEIPT.fullmatch(text) is not None
-
-
-def idempotency_key(value: Any, source: str) -> str:
-    """A key every store can keep: valid Unicode (no lone surrogates, which UTF-8 cannot carry)
-    and no NUL (which PostgreSQL's text cannot)."""
-    if not isinstance(value, str) or not 1 <= len(value) <= protocol.MAX_IDEMPOTENCY_KEY_LENGTH:
-        raise InvalidArgument(
-            f"{source} must be a string of 1 to {protocol.MAX_IDEMPOTENCY_KEY_LENGTH} characters."
-        )
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidArgument(f"{source} must be valid Unicode text (it has a lone surrogate).") from None
-    if "\0" in value:
-        raise InvalidArgument(f"{source} must not contain NUL characters.")
-    return value
-
-
-MESSAGE_FIELDS = frozenset({"content", "delay", "key"})
-SEND_FIELDS = {"content", "delay", "key", "messages"}
+SEND_FIELDS = {"content", "messages", *contract.MESSAGE_FIELDS}
+MESSAGE_FIELDS = frozenset({"content", *contract.MESSAGE_FIELDS})
 
 
 async def read_send(request: web.Request) -> tuple[list[NewMessage], bool]:
@@ -181,7 +109,9 @@ async def read_send(request: web.Request) -> tuple[list[NewMessage], bool]:
     client wrote (see jsontext.py), never a value decoded and encoded again."""
     header = request.headers.get(protocol.IDEMPOTENCY_KEY_HEADER)
     header_key = (
-        None if header is None else idempotency_key(header, f"The {protocol.IDEMPOTENCY_KEY_HEADER} header")
+        None
+        if header is None
+        else contract.KEY.parse(header, f"The {protocol.IDEMPOTENCY_KEY_HEADER} header")
     )
     document = await read_document(request)
     body = object_of(document, SEND_FIELDS)
@@ -224,8 +154,8 @@ def new_message(item: Any, content: str | None, where: str, header_key: str | No
         raise InvalidArgument(f"{where} has no 'content'.")
     if len(item) == 1:
         return NewMessage(content, 0.0, header_key)  # the common case: no delay, no key of its own
-    delay = number(item.get("delay", 0), "delay", 0, protocol.MAX_DELAY_SECONDS)
-    key = idempotency_key(item["key"], f"'key' of {where}") if "key" in item else header_key
+    delay = contract.DELAY.parse(item.get("delay", 0))
+    key = contract.KEY.parse(item["key"], f"'key' of {where}") if "key" in item else header_key
     return NewMessage(content, delay, key)
 
 
@@ -242,14 +172,3 @@ class ItemName:
 
     def __format__(self, spec: str) -> str:
         return str(self)
-
-
-def settings(body: dict[str, Any]) -> QueueSettings:
-    max_attempts = dead_letter_queue = None
-    if "max_attempts" in body:
-        max_attempts = number(body["max_attempts"], "max_attempts", 1, 1000, integer=True)
-    if "dead_letter_queue" in body:
-        dead_letter_queue = queue_name(body["dead_letter_queue"])
-    dedup_window = body.get("dedup_window", protocol.DEFAULT_DEDUP_WINDOW_SECONDS)
-    dedup_window = number(dedup_window, "dedup_window", 0, protocol.MAX_DEDUP_WINDOW_SECONDS)
-    return QueueSettings(max_attempts, dead_letter_queue, dedup_window)

@@ -23,9 +23,33 @@ DEFAULT_DEDUP_WINDOW_SECONDS = 300
 MAX_DEDUP_WINDOW_SECONDS = 7 * 24 * 3600
 MAX_IDEMPOTENCY_KEY_LENGTH = 256
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
-MAX_NESTING = 512  # levels of arrays and objects in a message's content
 
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+MAX_ATTEMPTS = 1000  # the most a queue's max_attempts may be
+MAX_NESTING = 512  # levels of arrays and objects in a message's content
+
+# Every error reply is {"error": "<a sentence for people>", "code": "<one of these, for programs>"}.
+# Clients decide by the code: the sentence may be improved at any time.
+ERROR_CODES = {
+    "invalid_request": "a field, parameter or body is not acceptable (400)",
+    "invalid_name": "a queue name breaks the naming rule (400)",
+    "unauthorized": "the access token is missing or wrong (401)",
+    "forbidden": "the request came from a web page of another site (403)",
+    "queue_not_found": "no queue of that name (404)",
+    "receipt_not_found": "the receipt is unknown or its lease has ended (404)",
+    "route_not_found": "no such route (404)",
+    "method_not_allowed": "the route does not take this method (405)",
+    "conflict": "the request contradicts the queue as it exists (409)",
+    "body_too_large": "the body is over the limit (413)",
+    "unsupported_media_type": "the body is not JSON (415)",
+    "internal_error": "mqd failed at this one request and kept nothing of it (500)",
+    "data_corrupt": "stored data is damaged (500)",
+    "too_many_waiters": "too many long-polls are waiting; retry after Retry-After (503)",
+    "shutting_down": "mqd is stopping; retry after Retry-After (503)",
+    "store_unavailable": "the store cannot be reached right now; retry after Retry-After (503)",
+    "store_failed": "the store failed; mqd takes no more work until it is restarted (503)",
+    "disk_full": "the disk is (nearly) full; retry after Retry-After (507)",
+}
 
 
 def is_valid_queue_name(name: str) -> bool:

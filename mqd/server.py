@@ -6,19 +6,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import json
 import logging
 import os
 import resource
 import signal
 
-from aiohttp import web, web_protocol
+from aiohttp import web
 
 from . import __version__, pidfile
 from .app import RUNNER_OPTIONS, create_app
+from .appkeys import BROKER
 from .config import Config
 from .errors import MqError
-from .keys import BROKER
 from .logs import counted
 from .systemd import Notifier
 
@@ -27,40 +26,19 @@ log = logging.getLogger("mqd")
 STATUS_INTERVAL_SECONDS = 5.0
 
 
-class _RequestHandler(web_protocol.RequestHandler):
-    """aiohttp's connection handler, except for requests its HTTP parser rejects (a bad header,
-    one too long, too many): they get the API's JSON error and one log line, not a plain-text
-    body and a traceback."""
+class _ProtocolLog(logging.LoggerAdapter):
+    """aiohttp's log for requests its HTTP parser refuses (a bad header, one too long, too
+    many): aiohttp answers them itself, 400 in plain text (JSON would need its private
+    classes); here they become one warning line, the client's fault, not an error with a
+    traceback. Anything else is logged as aiohttp logs it."""
 
-    __slots__ = ()
-
-    def handle_error(
-        self,
-        request: web.BaseRequest,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        if status >= 500 or request.writer.output_size > 0:
-            return super().handle_error(request, status, exc, message)
-        reason = (getattr(exc, "message", None) or message or "malformed request").strip().splitlines()[0]
-        log.warning("refused a malformed HTTP request from %s: %s", request.remote, reason.rstrip(":"))
-        text = json.dumps({"error": f"The HTTP request is malformed ({reason.rstrip(':')})."}) + "\n"
-        response = web.Response(status=status, text=text, content_type="application/json")
-        response.force_close()
-        return response
-
-
-def _use_json_protocol_errors(server: web.Server) -> None:
-    """Make ``server`` build our handler: same class layout, one method overridden."""
-
-    class Server(type(server)):
-        def __call__(self) -> web_protocol.RequestHandler:
-            handler = super().__call__()
-            handler.__class__ = _RequestHandler
-            return handler
-
-    server.__class__ = Server
+    def exception(self, msg, *args, exc_info=True, **kwargs) -> None:
+        exc = exc_info if isinstance(exc_info, BaseException) else None
+        if exc is not None and getattr(exc, "code", 500) < 500:
+            reason = (getattr(exc, "message", "") or str(exc)).strip().splitlines()[0].rstrip(":")
+            self.warning("refused a malformed HTTP request: %s", reason)
+        else:
+            self.error(msg, *args, exc_info=exc_info, **kwargs)
 
 
 def _raise_file_limit() -> None:
@@ -139,13 +117,13 @@ async def serve(config: Config) -> int:
         max_line_size=config.max_header_bytes,
         max_field_size=config.max_header_bytes,
         max_headers=config.max_headers,
+        logger=_ProtocolLog(logging.getLogger("mqd.http"), {}),
     )
     try:
         await runner.setup()
     except MqError as exc:
         log.error("%s", exc)
         return 1
-    _use_json_protocol_errors(runner.server)
     try:
         url = await _start_sites(runner, config)
     except OSError as exc:

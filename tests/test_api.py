@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from mqd import protocol
 from mqd.app import create_app
 
 JSON = {"Content-Type": "application/json"}
@@ -378,13 +379,14 @@ async def test_status_reports_totals(client):
         ),
     ],
 )
-async def test_errors_have_the_right_status_and_a_json_sentence(client, method, path, kwargs, status):
+async def test_errors_have_the_right_status_a_sentence_and_a_code(client, method, path, kwargs, status):
     await create(client)
     response = await client.request(method, path, **kwargs)
     assert response.status == status
     if method != "HEAD":
         body = await response.json()
-        assert set(body) == {"error"} and body["error"].endswith(".")
+        assert set(body) == {"error", "code"} and body["error"].endswith(".")
+        assert f"({status})" in protocol.ERROR_CODES[body["code"]]  # documented for this status
         assert "Traceback" not in body["error"]
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from mqd.broker import Broker
 from mqd.errors import QueueNotFound, TooManyWaiters
-from mqd.store.base import NewMessage, QueueSettings
+from mqd.model import NewMessage, QueueSettings
 
 from .helpers import until_waiting
 

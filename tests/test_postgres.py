@@ -9,9 +9,9 @@ import pytest
 
 from mqd.broker import Broker
 from mqd.errors import DataCorrupt, StorageUnavailable
-from mqd.store.base import NewMessage, QueueSettings
+from mqd.model import NewMessage, QueueSettings
 from mqd.store.postgres import PostgresStore
-from mqd.store.postgres_schema import SCHEMA_VERSION
+from mqd.store.postgres_migrations import SCHEMA_VERSION
 
 from . import postgres
 from .helpers import until_waiting
@@ -33,10 +33,9 @@ async def test_nodes_starting_together_create_the_schema_once(url):
         schema = stores[0].schema
         versions = await stores[0]._pool.fetch(f"SELECT version FROM {schema}.schema_version")
         assert [row["version"] for row in versions] == [SCHEMA_VERSION]
-        await asyncio.gather(
-            *(s.create_queue("q", QueueSettings()) for s in stores)
-        )  # idempotent across nodes
-        assert len(await stores[3].list_queues()) == 1
+        made = await asyncio.gather(*(s.create_queue("q", QueueSettings(), 1.0) for s in stores))
+        assert sorted(created for _, created in made) == [False] * 4 + [True]  # one, across nodes
+        assert len(await stores[3].stats(1.0)) == 1
     finally:
         await asyncio.gather(*(s.close() for s in stores))
 
@@ -50,20 +49,28 @@ async def test_a_schema_from_a_newer_mqd_is_refused(url):
         await PostgresStore(url).open()
 
 
-async def test_an_older_schema_is_upgraded_and_its_functions_replaced(url):
+async def test_an_older_schema_is_upgraded_its_functions_dropped_and_depths_counted(url):
     store = PostgresStore(url)
     await store.open()
-    await store.create_queue("q", QueueSettings())
-    await store.send("q", [NewMessage('"kept"')])
-    await store._pool.execute(f"UPDATE {store.schema}.schema_version SET version = 1")
-    await store._pool.execute(f"DROP FUNCTION {store.schema}.receive")  # as if it were another
+    broker = Broker(store)
+    await broker.create_queue("q", QueueSettings())
+    await broker.send("q", [NewMessage('"kept"'), NewMessage('"too"')])
+    s = store.schema
+    await store._pool.execute(f"UPDATE {s}.schema_version SET version = 2")  # as version 2 left it:
+    await store._pool.execute(f"DROP TABLE {s}.queue_depths")  # no counters,
+    await store._pool.execute(f"CREATE FUNCTION {s}.receive() RETURNS integer LANGUAGE sql AS 'SELECT 1'")
     await store.close()
     upgraded = PostgresStore(url)
     await upgraded.open()
     try:
-        version = await upgraded._pool.fetchval(f"SELECT version FROM {upgraded.schema}.schema_version")
-        assert version == SCHEMA_VERSION
-        assert [d.content for d in (await upgraded.receive("q", 1, None)).deliveries] == ['"kept"']
+        assert await upgraded._pool.fetchval(f"SELECT version FROM {s}.schema_version") == SCHEMA_VERSION
+        functions = await upgraded._pool.fetchval(
+            "SELECT count(*) FROM pg_proc WHERE pronamespace = $1::regnamespace", s
+        )
+        assert functions == 0
+        assert (await upgraded.totals()).messages == 2  # counted from the rows, once
+        broker = Broker(upgraded)
+        assert [d.content for d in await broker.receive("q", count=5)] == ['"kept"', '"too"']
     finally:
         await upgraded.close()
 
@@ -76,7 +83,7 @@ async def two_nodes(url):
     await receiver.open()
     broker = Broker(receiver)
     await broker.create_queue("q", QueueSettings())
-    yield sender, broker
+    yield Broker(sender), broker
     broker.close()
     await sender.close()
     await receiver.close()
@@ -148,15 +155,16 @@ async def test_a_lost_database_is_503_then_mqd_reconnects_by_itself(url):
     await proxy.start()
     store = PostgresStore(url.replace(f":{parts.port or 5432}/", f":{proxy.port}/"))
     await store.open()
+    broker = Broker(store)
     try:
-        await store.create_queue("q", QueueSettings())
+        await broker.create_queue("q", QueueSettings())
         await proxy.cut()  # the network to the database goes away
         with pytest.raises(StorageUnavailable, match="PostgreSQL"):
-            await store.send("q", [NewMessage('"during"')])
+            await broker.send("q", [NewMessage('"during"')])
         await proxy.start()  # and comes back, on the same port
         for _ in range(50):
             try:
-                result = await store.send("q", [NewMessage('"after"')])
+                result = await broker.send("q", [NewMessage('"after"')])
                 break
             except StorageUnavailable:
                 await asyncio.sleep(0.1)
@@ -169,8 +177,9 @@ async def test_a_lost_database_is_503_then_mqd_reconnects_by_itself(url):
 async def test_a_connection_killed_by_the_server_is_replaced_unnoticed(url):
     store = PostgresStore(url, pool_size=1)
     await store.open()
+    broker = Broker(store)
     try:
-        await store.create_queue("q", QueueSettings())
+        await broker.create_queue("q", QueueSettings())
         killer = await asyncpg.connect(postgres.URL)
         await killer.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
@@ -178,6 +187,6 @@ async def test_a_connection_killed_by_the_server_is_replaced_unnoticed(url):
         )
         await killer.close()
         await asyncio.sleep(0.2)
-        assert (await store.send("q", [NewMessage('"after"')])).ids  # a fresh connection from the pool
+        assert (await broker.send("q", [NewMessage('"after"')])).ids  # a fresh connection from the pool
     finally:
         await store.close()

@@ -196,9 +196,10 @@ def test_long_poll_receivers_beyond_the_cap_get_503_with_retry_after(mqd):
 
 def test_too_many_headers_are_refused(mqd):
     daemon = mqd("--max-headers", "10")
-    status, body, _ = daemon.call("GET", "/status", headers={f"X-Filler-{i}": "x" for i in range(20)})
-    assert status == 400 and "malformed" in body["error"]  # JSON like every other error
-    assert "Traceback" not in daemon.log()
+    status, _, _ = daemon.call("GET", "/status", headers={f"X-Filler-{i}": "x" for i in range(20)})
+    assert status == 400  # aiohttp's own reply, in plain text: its parser refused the request
+    log = daemon.log()
+    assert "Traceback" not in log and "WARNING mqd.http: refused a malformed HTTP request" in log
     assert daemon.call("GET", "/status")[0] == 200  # and the daemon carries on
 
 

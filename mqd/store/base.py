@@ -1,110 +1,45 @@
-"""The storage interface every backend implements, and the values that cross it.
+"""The storage interface every backend implements: a few atomic primitives, and no policy.
 
-A store keeps queues and their messages durably and makes every operation one atomic step:
-when a coroutine here returns, its effect is committed (and, where the store promises it,
-fsynced). Message content crosses this boundary as JSON text that the store never parses, so
-the API can splice it into replies without decoding and re-encoding it.
+A store keeps queues and messages durably; the broker decides what should happen to them. So
+every primitive takes what it needs as arguments: the time (``now``, the broker's clock), the
+lease (its expiry and tokens, made by the broker), the dead-letter rule, the dedup window. When
+a coroutine here returns, its effect is committed (and, where the store promises it, fsynced).
+Writes that arrive together are committed together (group commit); reads never wait for them.
 
-Message states are derived from two columns every backend keeps:
-``visible_at == 0`` means ready; ``visible_at > now`` means hidden (leased when a lease token
-is set, delayed otherwise); ``0 < visible_at <= now`` is a lease or delay that has run out and
-counts as ready again. Receivers take the lowest id among ready messages, so a message whose
-lease expires comes back at its original place in the queue.
+Queues are addressed by their id, which is never reused: a primitive on a queue deleted
+meanwhile raises QueueGone, whatever was declared under its name since. "Not found" outcomes that
+are the client's business (a stale receipt) are results, not errors, so they never disturb the
+other operations committed with them.
 """
 
 from __future__ import annotations
 
 import abc
-import dataclasses
-import zlib
 from collections.abc import Callable, Sequence
-from typing import NamedTuple, Protocol
 
-from .. import protocol
-
-
-@dataclasses.dataclass(frozen=True)
-class QueueSettings:
-    """What a queue is declared with; a second declaration must match it exactly."""
-
-    max_attempts: int | None = None
-    dead_letter_queue: str | None = None
-    dedup_window: float = protocol.DEFAULT_DEDUP_WINDOW_SECONDS
-
-
-@dataclasses.dataclass(frozen=True)
-class Queue:
-    name: str
-    created_at: float
-    settings: QueueSettings
+from ..model import (
+    DeadLetterRule,
+    Delivery,
+    Lease,
+    NewMessage,
+    Queue,
+    QueueSettings,
+    QueueStats,
+    SendResult,
+    TakeResult,
+    Totals,
+)
 
 
-@dataclasses.dataclass(frozen=True)
-class QueueStats:
-    """A queue and its counters at one moment (``messages`` counts every state)."""
-
-    queue: Queue
-    messages: int
-    ready: int
-    leased: int
-    delayed: int
-    dead_lettered: int  # messages of this queue now waiting in its dead-letter queue
-    oldest_ready_at: float | None
-
-
-def content_checksum(content: str) -> int:
-    """CRC-32 of a message's JSON text, stored beside it so a read can tell rot from content.
-    ``surrogatepass`` because JSON may carry lone surrogates (``"\\ud800"``) that strict UTF-8
-    refuses."""
-    return zlib.crc32(content.encode("utf-8", "surrogatepass"))
-
-
-class NewMessage(NamedTuple):
-    """A message to send (a named tuple: batches create a thousand of these per request)."""
-
-    content: str  # JSON text
-    delay: float = 0.0
-    key: str | None = None  # idempotency key
-
-
-@dataclasses.dataclass(frozen=True)
-class SendResult:
-    ids: list[int]
-    duplicates: list[bool]  # per message: True when its key matched an earlier send
-    ready: int  # how many of them are ready now (for waking receivers)
-
-
-@dataclasses.dataclass(frozen=True)
-class Delivery:
-    id: int
-    content: str  # JSON text
-    attempts: int
-    enqueued_at: float
-    receipt: str | None = None  # set when leased
-    lease_expires_at: float | None = None
-    visible_at: float | None = None  # for peek: when a hidden message becomes visible
-    dead_letter_source: str | None = None  # removed from a dead-letter queue: where it came from
-
-
-@dataclasses.dataclass(frozen=True)
-class ReceiveResult:
-    deliveries: list[Delivery]
-    dead_lettered: dict[str, int]  # dead-letter queue name -> messages moved there on the way
-
-
-@dataclasses.dataclass(frozen=True)
-class Totals:
-    queues: int
-    messages: int
-
-
-class StoreListener(Protocol):
+class StoreListener:
     """What a store tells the layer above about changes it did not make itself (another mqd
     node writing to a shared database): called on the event loop's thread."""
 
-    def messages_ready(self, queue: str, count: int) -> None: ...
+    def messages_ready(self, queue_id: int, count: int) -> None: ...
 
-    def message_due(self, queue: str, visible_at: float) -> None: ...
+    def message_due(self, queue_id: int, visible_at: float) -> None: ...
+
+    def queue_changed(self, name: str) -> None: ...  # declared or deleted
 
 
 class Store(abc.ABC):
@@ -126,8 +61,8 @@ class Store(abc.ABC):
         return None
 
     def observe_commits(self, observer: Callable[[float, int], None]) -> None:
-        """Call ``observer(seconds, operations)`` after each commit, for metrics (may be
-        called from another thread). Stores that do not batch may ignore it."""
+        """Call ``observer(seconds, operations)`` after each commit, for metrics (may be called
+        from another thread)."""
         return None
 
     @abc.abstractmethod
@@ -138,73 +73,88 @@ class Store(abc.ABC):
     async def close(self) -> None:
         """Finish pending operations and release the data."""
 
-    @abc.abstractmethod
-    async def create_queue(self, name: str, settings: QueueSettings) -> tuple[Queue, bool]:
-        """Declare a queue; returns it and whether it was created (False: it existed as is)."""
+    # -- the catalogue ----------------------------------------------------------------------------
 
     @abc.abstractmethod
-    async def delete_queue(self, name: str) -> None: ...
+    async def create_queue(self, name: str, settings: QueueSettings, now: float) -> tuple[Queue, bool]:
+        """Declare a queue: (it, True) if created; (the queue as it exists, False) if the name is
+        taken, whatever its settings. QueueNotFound (of the dead-letter queue) if the settings
+        name one that does not exist."""
 
     @abc.abstractmethod
-    async def get_queue(self, name: str) -> Queue: ...
+    async def delete_queue(self, queue_id: int) -> None:
+        """Remove a queue and its messages; DeadLetterQueueInUse if others dead-letter into it."""
 
     @abc.abstractmethod
-    async def queue_stats(self, name: str) -> QueueStats: ...
+    async def find_queue(self, name: str) -> Queue | None:
+        """The queue of that name, or None."""
+
+    # -- messages (writes) ------------------------------------------------------------------------
 
     @abc.abstractmethod
-    async def list_queues(self) -> list[QueueStats]: ...
+    async def send(
+        self, queue_id: int, messages: Sequence[NewMessage], now: float, dedup_window: float
+    ) -> SendResult:
+        """Append messages, all or nothing, in the given order. A message whose idempotency key
+        was stored less than ``dedup_window`` seconds ago is not stored again: it gets the id of
+        the first."""
 
     @abc.abstractmethod
-    async def totals(self) -> Totals: ...
+    async def take(
+        self, queue_id: int, count: int, now: float, lease: Lease | None, dead_letter: DeadLetterRule | None
+    ) -> TakeResult:
+        """Take up to ``count`` ready messages, oldest first (leases and delays that ran out by
+        ``now`` count as ready, in their original place). Without a lease they are removed (at
+        most once); with one they stay, hidden until its expiry, the i-th with its i-th token (at
+        least once). A message that has used up ``dead_letter.max_attempts`` moves to that
+        queue instead of being delivered."""
 
     @abc.abstractmethod
-    async def send(self, name: str, messages: Sequence[NewMessage]) -> SendResult:
-        """Append messages, all or nothing, in the given order."""
+    async def ack(self, queue_id: int, message_id: int, token: str, now: float) -> bool:
+        """Remove a leased message; False unless this lease is still current."""
 
     @abc.abstractmethod
-    async def receive(self, name: str, count: int, lease: float | None) -> ReceiveResult:
-        """Take up to ``count`` ready messages, oldest first.
-
-        Without a lease they are removed (at most once); with one they stay, hidden for
-        ``lease`` seconds, each with a fresh receipt (at least once). A message that has used up
-        its queue's ``max_attempts`` moves to the dead-letter queue instead of being delivered.
-        """
+    async def release(
+        self, queue_id: int, message_id: int, token: str, now: float, visible_at: float
+    ) -> bool:
+        """End a current lease: the message is ready at ``visible_at`` (0: now); False if stale."""
 
     @abc.abstractmethod
-    async def restore(self, name: str, deliveries: Sequence[Delivery]) -> int:
-        """Undo a receive whose receiver left before it was told (its connection closed): leased
-        messages whose lease is still the one handed out are ready again at once, removed ones are
-        stored again under their own ids (so they keep their place in line), and neither counts
-        the attempt. Returns how many were put back; a queue deleted meanwhile takes none."""
+    async def extend(self, queue_id: int, message_id: int, token: str, now: float, expires_at: float) -> bool:
+        """Make a current lease end at ``expires_at``; False if it is stale."""
 
     @abc.abstractmethod
-    async def peek(self, name: str, count: int) -> list[Delivery]:
+    async def restore(self, queue_id: int, deliveries: Sequence[Delivery]) -> int:
+        """Undo a take whose receiver left before it was told: leased messages whose lease is
+        still the one handed out are ready again at once, removed ones are stored again under
+        their own ids (so they keep their place in line), and neither counts the attempt. How
+        many were put back; none if the queue is gone."""
+
+    @abc.abstractmethod
+    async def purge(self, queue_id: int) -> int:
+        """Remove every message of the queue; how many."""
+
+    @abc.abstractmethod
+    async def redrive(self, queue_id: int, now: float) -> list[tuple[Queue, int]]:
+        """Move dead letters back to the queues they came from: (destination, how many) each.
+        ``queue_id`` may be a dead-letter queue (all its dead letters go home) or a source queue
+        (its dead letters come back); leased dead letters stay until their lease ends."""
+
+    # -- reads: never queued behind writes --------------------------------------------------------
+
+    @abc.abstractmethod
+    async def stats(self, now: float, queue_id: int | None = None) -> list[QueueStats]:
+        """Every queue's counts (or one queue's: [] if it is gone), by name; without counting
+        rows that are ready, however many."""
+
+    @abc.abstractmethod
+    async def totals(self) -> Totals:
+        """How many queues and messages, in time that does not grow with either."""
+
+    @abc.abstractmethod
+    async def peek(self, queue_id: int, count: int, now: float) -> list[Delivery]:
         """The next ready messages, left as they are."""
 
     @abc.abstractmethod
-    async def ack(self, name: str, receipt: str) -> None:
-        """Remove a leased message; ReceiptNotFound unless this lease is still current."""
-
-    @abc.abstractmethod
-    async def release(self, name: str, receipt: str, delay: float) -> float:
-        """End a lease early; the message is ready again after ``delay``; returns visible_at."""
-
-    @abc.abstractmethod
-    async def extend(self, name: str, receipt: str, lease: float) -> float:
-        """Make a current lease end ``lease`` seconds from now; returns the new expiry."""
-
-    @abc.abstractmethod
-    async def purge(self, name: str) -> int:
-        """Remove every message of the queue; returns how many."""
-
-    @abc.abstractmethod
-    async def redrive(self, name: str) -> dict[str, int]:
-        """Move dead letters back to the queues they came from; returns moved counts by queue.
-
-        ``name`` may be a dead-letter queue (all its dead letters go home) or a source queue
-        (its dead letters come back from its dead-letter queue).
-        """
-
-    @abc.abstractmethod
-    async def next_visible_at(self, name: str) -> float | None:
+    async def next_visible_at(self, queue_id: int) -> float | None:
         """When the earliest hidden message of the queue becomes visible, if any is hidden."""

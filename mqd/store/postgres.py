@@ -1,10 +1,12 @@
 """The shared store: queues in PostgreSQL, served by any number of mqd nodes at once.
 
-PostgreSQL brings what one machine cannot: replication, backups, failover. Each operation is one
-round trip, most of them a call to a function of postgres_schema.py; a 2xx means the transaction
-committed. Nodes learn of each other's sends through LISTEN/NOTIFY on one channel, so a
-long-poll on any node wakes when a message arrives on any other. A lost connection answers 503
-(StorageUnavailable) and the pool reconnects on its own; the listening connection too.
+PostgreSQL brings what one machine cannot: replication, backups, failover. Writes that arrive
+together are committed in one transaction (batching.py; the statements are in
+postgres_writes.py), so sixteen concurrent sends cost one transaction, not sixteen; reads go
+straight to the pool and never wait for a batch. A 2xx means the transaction committed. Nodes
+learn of each other's changes through LISTEN/NOTIFY on one channel, so a long-poll on any node
+wakes when a message arrives on any other. A lost connection answers 503 (StorageUnavailable)
+and the pool reconnects on its own; the listening connection too.
 
 asyncpg is imported here only: SQLite users need not install it (``pip install 'mq[postgres]'``).
 """
@@ -12,48 +14,42 @@ asyncpg is imported here only: SQLite users need not install it (``pip install '
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
-import time
 from collections.abc import Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from ..errors import (
-    DataCorrupt,
-    InternalError,
-    InvalidArgument,
-    QueueConflict,
-    QueueNotFound,
-    ReceiptNotFound,
-    StorageFailed,
-    StorageFull,
-    StorageUnavailable,
-)
+from ..errors import DataCorrupt, InvalidArgument, MqError, StorageFull, StorageUnavailable
 from ..logs import counted
-from .base import (
+from ..model import (
+    DeadLetterRule,
     Delivery,
+    Lease,
     NewMessage,
     Queue,
     QueueSettings,
     QueueStats,
-    ReceiveResult,
     SendResult,
-    Store,
-    StoreListener,
+    TakeResult,
     Totals,
     content_checksum,
 )
-from .postgres_schema import NAME, SCHEMA_VERSION, TABLE_CHANGES, channel, drop_functions, functions, tables
+from . import postgres_writes
+from .base import Store, StoreListener
+from .batching import AsyncBatcher, Operation
+from .postgres_migrations import NAME, SCHEMA_VERSION, UPGRADES, channel, tables
+from .postgres_writes import Changes, Writes
 
 log = logging.getLogger("mqd.store")
 
 DEFAULT_SCHEMA = "mq"
 RECONNECT_SECONDS = 1.0
-_QUEUE_NOT_FOUND = "P0002"  # raised by the schema's queue() function
+KEY_SWEEP_INTERVAL_SECONDS = 60.0
+BATCHES_IN_FLIGHT = 2  # transactions of one node committing at once
 _DISK_FULL = "53100"
-_REFUSED_VALUES = {"22", "23"}  # SQLSTATE classes: data exception, integrity constraint violation
 _UNAVAILABLE = {"57P01", "57P02", "57P03", "53300"}  # shut down, crashed, starting, too many connections
 
 
@@ -80,20 +76,37 @@ def public_url(url: str, schema: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
+def store_failure(exc: BaseException) -> MqError | None:
+    """The error a whole batch gets when PostgreSQL as a whole failed it; None for a fault of
+    one operation."""
+    if isinstance(exc, asyncpg.PostgresError):
+        state = exc.sqlstate or ""
+        if state == _DISK_FULL:
+            return StorageFull("PostgreSQL's disk is full; the operation was not carried out.")
+        if state.startswith("08") or state in _UNAVAILABLE:
+            return StorageUnavailable(f"Lost the connection to PostgreSQL ({exc}); retry shortly.")
+        return None
+    if isinstance(exc, OSError | asyncpg.InterfaceError | ConnectionError):
+        return StorageUnavailable(f"Lost the connection to PostgreSQL ({exc}); retry shortly.")
+    return None
+
+
 class PostgresStore(Store):
+    kind = "postgresql"
+
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url, self.schema = split_url(url)
         self.pool_size = pool_size
         self.node = secrets.token_hex(6)  # tells our own notifications from other nodes'
         self.application = f"mqd {self.node}"  # how this node's connections show in pg_stat_activity
+        self._writes = Writes(self.schema, self.node)
+        self._batcher = AsyncBatcher(self._transaction, store_failure, concurrency=BATCHES_IN_FLIGHT)
         self._pool: asyncpg.Pool | None = None
         self._listener: StoreListener | None = None
         self._listening: asyncpg.Connection | None = None
         self._listen_task: asyncio.Task | None = None
         self._closing = False
-        self._observer = None
-
-    kind = "postgresql"
+        self._next_key_sweep = 0.0
 
     def location(self) -> str:
         return public_url(self.url, self.schema)
@@ -102,7 +115,7 @@ class PostgresStore(Store):
         self._listener = listener
 
     def observe_commits(self, observer) -> None:
-        self._observer = observer  # each call is one transaction: one "commit" of one operation
+        self._batcher.on_commit = observer
 
     # -- life ------------------------------------------------------------------------------------
 
@@ -130,23 +143,23 @@ class PostgresStore(Store):
                 f"CREATE TABLE IF NOT EXISTS {s}.schema_version (version integer NOT NULL)"
             )
             version = await connection.fetchval(f"SELECT max(version) FROM {s}.schema_version")
-            if version is None:
-                await connection.execute(tables(s))
-                await connection.execute(functions(s))
-                await connection.execute(f"INSERT INTO {s}.schema_version VALUES ($1)", SCHEMA_VERSION)
-                log.info("created the mq schema %s (version %d)", s, SCHEMA_VERSION)
-            elif version > SCHEMA_VERSION:
+            if version is not None and version > SCHEMA_VERSION:
                 raise DataCorrupt(
                     f"Schema {s} was written by a newer mqd (version {version}; this one knows "
                     f"{SCHEMA_VERSION}); it was left untouched."
                 )
-            elif version < SCHEMA_VERSION:
-                for step in range(version + 1, SCHEMA_VERSION + 1):
-                    if TABLE_CHANGES[step]:
-                        await connection.execute(TABLE_CHANGES[step].format(s=s))
-                await connection.execute(drop_functions(s))
-                await connection.execute(functions(s))
-                await connection.execute(f"UPDATE {s}.schema_version SET version = $1", SCHEMA_VERSION)
+            if version == SCHEMA_VERSION:
+                return
+            if version is None:
+                await connection.execute(tables(s))
+                await connection.execute(f"INSERT INTO {s}.schema_version VALUES (1)")
+            for step in range((version or 1) + 1, SCHEMA_VERSION + 1):
+                if statements := UPGRADES[step](s):
+                    await connection.execute(statements)
+            await connection.execute(f"UPDATE {s}.schema_version SET version = $1", SCHEMA_VERSION)
+            if version is None:
+                log.info("created the mq schema %s (version %d)", s, SCHEMA_VERSION)
+            else:
                 log.info("upgraded the mq schema %s from version %d to %d", s, version, SCHEMA_VERSION)
 
     async def verify(self) -> str:
@@ -184,6 +197,7 @@ class PostgresStore(Store):
 
     async def close(self) -> None:
         self._closing = True
+        await self._batcher.close()
         if self._listen_task is not None:
             self._listen_task.cancel()
             await asyncio.gather(self._listen_task, return_exceptions=True)
@@ -215,323 +229,176 @@ class PostgresStore(Store):
     async def _wake_everyone(self) -> None:
         if self._listener is None:
             return
-        for name in await self._pool.fetch(f"SELECT name FROM {self.schema}.queues"):
-            self._listener.messages_ready(name[0], 1)
+        for row in await self._pool.fetch(f"SELECT id FROM {self.schema}.queues"):
+            self._listener.messages_ready(row["id"], 1)
 
     def _notified(self, _connection, _pid: int, _channel: str, payload: str) -> None:
-        kind, node, queue, value = payload.split(" ", 3)
+        kind, node, *fields = payload.split(" ")
         if node == self.node or self._listener is None:
             return  # our own: the broker already knows
         if kind == "ready":
-            self._listener.messages_ready(queue, int(value))
+            self._listener.messages_ready(int(fields[0]), int(fields[1]))
         elif kind == "due":
-            self._listener.message_due(queue, float(value))
+            self._listener.message_due(int(fields[0]), float(fields[1]))
+        elif kind == "queue":
+            self._listener.queue_changed(fields[0])
 
-    # -- plumbing ---------------------------------------------------------------------------------
+    # -- writes: one transaction per batch -------------------------------------------------------
 
-    async def _fetch(self, query: str, *args, name: str | None = None) -> list:
-        """Run one statement; map PostgreSQL's errors to ours."""
-        started = time.perf_counter()
+    @contextlib.asynccontextmanager
+    async def _transaction(self):
+        async with self._pool.acquire() as connection, connection.transaction():
+            changes = Changes(connection)
+            yield changes
+            await self._writes.finish(changes)
+
+    async def _write(self, kind, run_all, request):
+        return await self._batcher.run(Operation(kind, run_all, request))
+
+    async def create_queue(self, name: str, settings: QueueSettings, now: float) -> tuple[Queue, bool]:
+        return await self._write(object(), self._writes.create_queues, (name, settings, now))
+
+    async def delete_queue(self, queue_id: int) -> None:
+        await self._write(object(), self._writes.delete_queues, queue_id)
+
+    async def send(
+        self, queue_id: int, messages: Sequence[NewMessage], now: float, dedup_window: float
+    ) -> SendResult:
+        if now >= self._next_key_sweep and any(m.key is not None for m in messages):
+            self._next_key_sweep = now + KEY_SWEEP_INTERVAL_SECONDS
+            await self._read(lambda connection: self._writes.sweep_keys(connection, now))
+        sends = _bound(self._writes.sends, queue_id=queue_id)
+        return await self._write(("send", queue_id), sends, (messages, now, dedup_window))
+
+    async def take(
+        self, queue_id: int, count: int, now: float, lease: Lease | None, dead_letter: DeadLetterRule | None
+    ) -> TakeResult:
+        takes = _bound(self._writes.takes, queue_id=queue_id)
+        return await self._write(("take", queue_id, lease is None), takes, (count, now, lease, dead_letter))
+
+    async def ack(self, queue_id: int, message_id: int, token: str, now: float) -> bool:
+        return await self._write("ack", self._writes.acks, (queue_id, message_id, token, now))
+
+    async def release(
+        self, queue_id: int, message_id: int, token: str, now: float, visible_at: float
+    ) -> bool:
+        return await self._write(
+            "release", self._writes.releases, (queue_id, message_id, token, now, visible_at)
+        )
+
+    async def extend(self, queue_id: int, message_id: int, token: str, now: float, expires_at: float) -> bool:
+        return await self._write(
+            "extend", self._writes.extensions, (queue_id, message_id, token, now, expires_at)
+        )
+
+    async def restore(self, queue_id: int, deliveries: Sequence[Delivery]) -> int:
+        return await self._write("restore", self._writes.restores, (queue_id, deliveries))
+
+    async def purge(self, queue_id: int) -> int:
+        return await self._write("purge", self._writes.purges, queue_id)
+
+    async def redrive(self, queue_id: int, now: float) -> list[tuple[Queue, int]]:
+        return await self._write(object(), self._writes.redrives, (queue_id, now))
+
+    # -- reads: straight to the pool --------------------------------------------------------------
+
+    async def _read(self, read):
         try:
-            rows = await self._pool.fetch(query, *args)
-        except asyncpg.PostgresError as exc:
-            if exc.sqlstate == _QUEUE_NOT_FOUND:
-                raise QueueNotFound(name or str(exc)) from None
-            if exc.sqlstate == _DISK_FULL:
-                raise StorageFull("PostgreSQL's disk is full; the operation was not carried out.") from None
-            if exc.sqlstate.startswith("08") or exc.sqlstate in _UNAVAILABLE:
-                raise StorageUnavailable(
-                    f"Lost the connection to PostgreSQL ({exc}); retry shortly."
-                ) from None
-            if exc.sqlstate[:2] in _REFUSED_VALUES:  # this operation's fault, nobody else's
-                log.error("PostgreSQL refused a value of one operation: %s", exc)
-                raise InternalError() from None
-            raise StorageFailed(f"The store failed: {exc}.") from None
-        except (OSError, asyncpg.InterfaceError) as exc:
-            raise StorageUnavailable(f"Lost the connection to PostgreSQL ({exc}); retry shortly.") from None
-        except (UnicodeError, ValueError, TypeError, OverflowError) as exc:  # refused by asyncpg itself
-            log.error("a value of one operation could not be sent to PostgreSQL: %s", exc)
-            raise InternalError() from None
-        if self._observer is not None:
-            self._observer(time.perf_counter() - started, 1)
-        return rows
+            async with self._pool.acquire() as connection:
+                return await read(connection)
+        except Exception as exc:
+            failure = store_failure(exc)
+            if failure is None:
+                raise
+            raise failure from None
 
-    def _queue(self, row) -> Queue:
-        settings = QueueSettings(row["max_attempts"], row["dead_letter_queue"], row["dedup_window"])
-        return Queue(row["name"], row["created_at"], settings)
+    async def find_queue(self, name: str) -> Queue | None:
+        return await self._read(lambda connection: postgres_writes.find_queue(connection, self.schema, name))
 
-    # -- queues -----------------------------------------------------------------------------------
-
-    async def create_queue(self, name: str, settings: QueueSettings) -> tuple[Queue, bool]:
-        if (settings.max_attempts is None) != (settings.dead_letter_queue is None):
-            raise InvalidArgument(
-                "max_attempts and dead_letter_queue go together: exhausted messages are moved to "
-                "the dead-letter queue, never dropped."
-            )
-        if settings.dead_letter_queue == name:
-            raise QueueConflict("A queue cannot be its own dead-letter queue.")
+    async def stats(self, now: float, queue_id: int | None = None) -> list[QueueStats]:
         s = self.schema
-        rows = await self._fetch(
-            f"""WITH dlq AS (SELECT id FROM {s}.queues WHERE name = $3),
-                     made AS (INSERT INTO {s}.queues (name, created_at, max_attempts, dead_letter_queue_id, dedup_window)
-                              SELECT $1, {s}.epoch(), $2, (SELECT id FROM dlq), $4
-                              WHERE $3::text IS NULL OR EXISTS (SELECT 1 FROM dlq)
-                              ON CONFLICT (name) DO NOTHING RETURNING id)
-                SELECT (SELECT count(*) FROM made) AS created, EXISTS (SELECT 1 FROM dlq) AS dlq_exists""",
-            name,
-            settings.max_attempts,
-            settings.dead_letter_queue,
-            settings.dedup_window,
-        )
-        created, dlq_exists = rows[0]["created"], rows[0]["dlq_exists"]
-        if settings.dead_letter_queue is not None and not dlq_exists:
-            raise QueueConflict(
-                f"Dead-letter queue '{settings.dead_letter_queue}' does not exist; create it first."
+        rows = await self._read(
+            lambda connection: connection.fetch(
+                f"""SELECT q.id, q.name, q.created_at, q.max_attempts, q.dead_letter_queue_id, d.name AS dlq,
+                           q.dedup_window,
+                           coalesce((SELECT sum(x.depth) FROM {s}.queue_depths x WHERE x.queue_id = q.id), 0)::bigint AS messages,
+                           h.leased, h.delayed,
+                           (SELECT count(*) FROM {s}.messages x WHERE x.dead_letter_source_id = q.id
+                            AND x.queue_id <> q.id) AS dead_lettered,
+                           (SELECT m.enqueued_at FROM {s}.messages m WHERE m.queue_id = q.id AND m.visible_at = 0
+                            ORDER BY m.id LIMIT 1) AS head,
+                           h.expired
+                    FROM {s}.queues q
+                    LEFT JOIN {s}.queues d ON d.id = q.dead_letter_queue_id
+                    CROSS JOIN LATERAL (
+                        SELECT count(*) FILTER (WHERE m.visible_at > $1 AND m.lease_token IS NOT NULL) AS leased,
+                               count(*) FILTER (WHERE m.visible_at > $1 AND m.lease_token IS NULL) AS delayed,
+                               min(m.enqueued_at) FILTER (WHERE m.visible_at <= $1) AS expired
+                        FROM {s}.messages m WHERE m.queue_id = q.id AND m.visible_at > 0) h
+                    WHERE $2::bigint IS NULL OR q.id = $2 ORDER BY q.name""",
+                now,
+                queue_id,
             )
-        queue = await self.get_queue(name)
-        if not created and queue.settings != settings:
-            raise QueueConflict(
-                f"Queue '{name}' already exists with other settings; declare it with the same settings "
-                "or delete it first."
-            )
-        return queue, bool(created)
-
-    async def get_queue(self, name: str) -> Queue:
-        s = self.schema
-        rows = await self._fetch(
-            f"""SELECT q.name, q.created_at, q.max_attempts, d.name AS dead_letter_queue, q.dedup_window
-                FROM {s}.queues q LEFT JOIN {s}.queues d ON d.id = q.dead_letter_queue_id WHERE q.name = $1""",
-            name,
         )
-        if not rows:
-            raise QueueNotFound(name)
-        return self._queue(rows[0])
-
-    async def delete_queue(self, name: str) -> None:
-        s = self.schema
-        rows = await self._fetch(
-            f"""WITH q AS (SELECT id FROM {s}.queues WHERE name = $1),
-                     users AS (SELECT string_agg(quote_literal(name), ', ' ORDER BY name) AS names
-                               FROM {s}.queues WHERE dead_letter_queue_id = (SELECT id FROM q)),
-                     gone AS (DELETE FROM {s}.messages WHERE queue_id = (SELECT id FROM q)
-                              AND (SELECT names FROM users) IS NULL),
-                     keys AS (DELETE FROM {s}.idempotency_keys WHERE queue_id = (SELECT id FROM q)
-                              AND (SELECT names FROM users) IS NULL),
-                     orphans AS (UPDATE {s}.messages SET dead_letter_source_id = NULL
-                                 WHERE dead_letter_source_id = (SELECT id FROM q) AND (SELECT names FROM users) IS NULL),
-                     removed AS (DELETE FROM {s}.queues WHERE id = (SELECT id FROM q)
-                                 AND (SELECT names FROM users) IS NULL RETURNING id)
-                SELECT (SELECT id FROM q) AS id, (SELECT names FROM users) AS users""",
-            name,
-        )
-        if rows[0]["id"] is None:
-            raise QueueNotFound(name)
-        if rows[0]["users"] is not None:
-            raise QueueConflict(
-                f"Queue '{name}' is the dead-letter queue of {rows[0]['users']}; delete or redeclare those first."
+        found = []
+        for row in rows:
+            oldest = [t for t in (row["head"], row["expired"]) if t is not None]
+            found.append(
+                QueueStats(
+                    queue=postgres_writes.queue_of(row),
+                    messages=row["messages"],
+                    ready=row["messages"] - row["leased"] - row["delayed"],
+                    leased=row["leased"],
+                    delayed=row["delayed"],
+                    dead_lettered=row["dead_lettered"],
+                    oldest_ready_at=min(oldest) if oldest else None,
+                )
             )
-
-    async def queue_stats(self, name: str) -> QueueStats:
-        stats = await self._stats(name)
-        if not stats:
-            raise QueueNotFound(name)
-        return stats[0]
-
-    async def list_queues(self) -> list[QueueStats]:
-        return await self._stats(None)
-
-    async def _stats(self, name: str | None) -> list[QueueStats]:
-        s = self.schema
-        rows = await self._fetch(
-            f"""SELECT q.name, q.created_at, q.max_attempts, d.name AS dead_letter_queue, q.dedup_window,
-                       c.messages, c.leased, c.delayed, c.oldest,
-                       (SELECT count(*) FROM {s}.messages x WHERE x.dead_letter_source_id = q.id
-                        AND x.queue_id <> q.id) AS dead_lettered
-                FROM {s}.queues q
-                LEFT JOIN {s}.queues d ON d.id = q.dead_letter_queue_id
-                CROSS JOIN LATERAL (
-                    SELECT count(*) AS messages,
-                           count(*) FILTER (WHERE m.visible_at > e.now AND m.lease_token IS NOT NULL) AS leased,
-                           count(*) FILTER (WHERE m.visible_at > e.now AND m.lease_token IS NULL) AS delayed,
-                           min(m.enqueued_at) FILTER (WHERE m.visible_at <= e.now) AS oldest
-                    FROM {s}.messages m, (SELECT {s}.epoch() AS now) e WHERE m.queue_id = q.id) c
-                WHERE $1::text IS NULL OR q.name = $1 ORDER BY q.name""",
-            name,
-        )
-        return [
-            QueueStats(
-                queue=self._queue(row),
-                messages=row["messages"],
-                ready=row["messages"] - row["leased"] - row["delayed"],
-                leased=row["leased"],
-                delayed=row["delayed"],
-                dead_lettered=row["dead_lettered"],
-                oldest_ready_at=row["oldest"],
-            )
-            for row in rows
-        ]
+        return found
 
     async def totals(self) -> Totals:
         s = self.schema
-        rows = await self._fetch(
-            f"SELECT (SELECT count(*) FROM {s}.queues) AS queues, (SELECT count(*) FROM {s}.messages) AS messages"
+        row = await self._read(
+            lambda connection: connection.fetchrow(
+                f"""SELECT (SELECT count(*) FROM {s}.queues) AS queues,
+                           (SELECT coalesce(sum(depth), 0)::bigint FROM {s}.queue_depths) AS messages"""
+            )
         )
-        return Totals(rows[0]["queues"], rows[0]["messages"])
+        return Totals(row["queues"], row["messages"])
 
-    # -- messages ---------------------------------------------------------------------------------
-
-    async def send(self, name: str, messages: Sequence[NewMessage]) -> SendResult:
-        rows = await self._fetch(
-            f"SELECT id, duplicate, visible_at FROM {self.schema}.send($1, $2, $3, $4, $5, $6)",
-            self.node,
-            name,
-            [m.content for m in messages],
-            [float(m.delay) for m in messages],
-            [content_checksum(m.content) for m in messages],
-            [m.key for m in messages],
-            name=name,
-        )
-        ids = [row["id"] for row in rows]
-        duplicates = [row["duplicate"] for row in rows]
-        ready = sum(1 for row in rows if not row["duplicate"] and row["visible_at"] == 0)
-        return SendResult(ids, duplicates, ready)
-
-    async def receive(self, name: str, count: int, lease: float | None) -> ReceiveResult:
-        rows = await self._fetch(
-            f"SELECT * FROM {self.schema}.receive($1, $2, $3, $4)", self.node, name, count, lease, name=name
-        )
-        dead = sum(row["dead_lettered"] for row in rows if row["id"] is None)
-        deliveries = sorted(
-            (self._delivery(row) for row in rows if row["id"] is not None), key=lambda delivery: delivery.id
-        )
-        dead_lettered = {}
-        if dead:
-            queue = await self.get_queue(name)
-            dead_lettered = {queue.settings.dead_letter_queue: dead}
-        return ReceiveResult(deliveries, dead_lettered)
-
-    def _delivery(self, row) -> Delivery:
-        if content_checksum(row["content"]) != row["checksum"]:
-            raise DataCorrupt(f"Message {row['id']} in PostgreSQL is damaged (checksum mismatch).")
-        token = row.get("lease_token")
-        receipt = f"{row['id']}.{token}" if token else None
-        return Delivery(
-            row["id"],
-            row["content"],
-            row["attempts"],
-            row["enqueued_at"],
-            receipt,
-            row.get("lease_expires_at"),
-            dead_letter_source=row.get("dead_letter_source"),
-        )
-
-    async def restore(self, name: str, deliveries: Sequence[Delivery]) -> int:
+    async def peek(self, queue_id: int, count: int, now: float) -> list[Delivery]:
         s = self.schema
-        leased = [d for d in deliveries if d.receipt is not None]
-        removed = [d for d in deliveries if d.receipt is None]
-        rows = await self._fetch(
-            f"""WITH q AS (SELECT id FROM {s}.queues WHERE name = $1),
-                     released AS (
-                        UPDATE {s}.messages m SET visible_at = 0, lease_token = NULL, attempts = m.attempts - 1
-                        FROM unnest($2::bigint[], $3::text[]) AS r(id, token)
-                        WHERE m.id = r.id AND m.lease_token = r.token AND m.queue_id = (SELECT id FROM q)
-                        RETURNING 1),
-                     stored AS (
-                        INSERT INTO {s}.messages (id, queue_id, visible_at, attempts, enqueued_at,
-                                                  dead_letter_source_id, checksum, content)
-                        SELECT u.id, (SELECT id FROM q), 0, u.attempts, u.enqueued_at,
-                               (SELECT x.id FROM {s}.queues x WHERE x.name = u.source), u.checksum, u.content
-                        FROM unnest($4::bigint[], $5::integer[], $6::double precision[], $7::text[],
-                                    $8::bigint[], $9::text[]) AS u(id, attempts, enqueued_at, source, checksum, content)
-                        WHERE EXISTS (SELECT 1 FROM q)
-                        ON CONFLICT (id) DO NOTHING RETURNING 1),
-                     counted AS (SELECT (SELECT count(*) FROM released) + (SELECT count(*) FROM stored) AS n)
-                SELECT n, CASE WHEN n > 0 THEN pg_notify($10, concat_ws(' ', 'ready', $11::text, $1, n)) END
-                FROM counted""",
-            name,
-            [d.id for d in leased],
-            [d.receipt.partition(".")[2] for d in leased],
-            [d.id for d in removed],
-            [d.attempts - 1 for d in removed],
-            [d.enqueued_at for d in removed],
-            [d.dead_letter_source for d in removed],
-            [content_checksum(d.content) for d in removed],
-            [d.content for d in removed],
-            channel(s),
-            self.node,
+        rows = await self._read(
+            lambda connection: connection.fetch(
+                f"""(SELECT id, attempts, enqueued_at, checksum, content FROM {s}.messages
+                     WHERE queue_id = $1 AND visible_at = 0 ORDER BY id LIMIT $2)
+                    UNION ALL
+                    (SELECT id, attempts, enqueued_at, checksum, content FROM {s}.messages
+                     WHERE queue_id = $1 AND visible_at > 0 AND visible_at <= $3 ORDER BY id LIMIT $2)
+                    ORDER BY id LIMIT $2""",
+                queue_id,
+                count,
+                now,
+            )
         )
-        return rows[0]["n"]
+        for row in rows:
+            if content_checksum(row["content"]) != row["checksum"]:
+                raise DataCorrupt(f"Message {row['id']} in PostgreSQL is damaged (checksum mismatch).")
+        return [Delivery(row["id"], row["content"], row["attempts"], row["enqueued_at"]) for row in rows]
 
-    async def peek(self, name: str, count: int) -> list[Delivery]:
-        rows = await self._fetch(f"SELECT * FROM {self.schema}.peek($1, $2)", name, count, name=name)
-        return [self._delivery(row) for row in rows]
-
-    async def _settle(self, name: str, receipt: str, action: str, seconds: float) -> list:
-        message_id, _, token = receipt.partition(".")
-        if not message_id.isdigit() or not token:
-            await self.get_queue(name)  # an unknown queue says so first
-            raise ReceiptNotFound(receipt)
-        rows = await self._fetch(
-            f"SELECT visible_at FROM {self.schema}.settle($1, $2, $3, $4, $5, $6)",
-            self.node,
-            name,
-            int(message_id),
-            token,
-            action,
-            seconds,
-            name=name,
+    async def next_visible_at(self, queue_id: int) -> float | None:
+        return await self._read(
+            lambda connection: connection.fetchval(
+                f"SELECT min(visible_at) FROM {self.schema}.messages WHERE queue_id = $1 AND visible_at > 0",
+                queue_id,
+            )
         )
-        if not rows:
-            raise ReceiptNotFound(receipt)
-        return rows
 
-    async def ack(self, name: str, receipt: str) -> None:
-        await self._settle(name, receipt, "ack", 0.0)
 
-    async def release(self, name: str, receipt: str, delay: float) -> float:
-        return (await self._settle(name, receipt, "release", delay))[0]["visible_at"]
+def _bound(run_all, **fixed):
+    """``run_all`` with the arguments every request of its kind shares."""
 
-    async def extend(self, name: str, receipt: str, lease: float) -> float:
-        return (await self._settle(name, receipt, "extend", lease))[0]["visible_at"]
+    async def bound(tx, requests):
+        return await run_all(tx, requests, **fixed)
 
-    async def purge(self, name: str) -> int:
-        s = self.schema
-        rows = await self._fetch(
-            f"""WITH q AS (SELECT ({s}.queue($1)).id),
-                     gone AS (DELETE FROM {s}.messages WHERE queue_id = (SELECT id FROM q) RETURNING 1)
-                SELECT count(*) AS removed FROM gone""",
-            name,
-            name=name,
-        )
-        return rows[0]["removed"]
-
-    async def redrive(self, name: str) -> dict[str, int]:
-        s = self.schema
-        rows = await self._fetch(
-            f"""WITH q AS (SELECT ({s}.queue($1)).id),
-                     moved AS (
-                        UPDATE {s}.messages m
-                        SET queue_id = m.dead_letter_source_id, dead_letter_source_id = NULL, attempts = 0,
-                            visible_at = 0, lease_token = NULL
-                        WHERE m.dead_letter_source_id IS NOT NULL AND m.queue_id <> m.dead_letter_source_id
-                          AND (m.queue_id = (SELECT id FROM q) OR m.dead_letter_source_id = (SELECT id FROM q))
-                          AND (m.lease_token IS NULL OR m.visible_at <= {s}.epoch())
-                        RETURNING m.queue_id)
-                SELECT d.name, count(*) AS moved, pg_notify($2, concat_ws(' ', 'ready', $3::text, d.name, count(*)))
-                FROM moved JOIN {s}.queues d ON d.id = moved.queue_id GROUP BY d.name""",
-            name,
-            channel(s),
-            self.node,
-            name=name,
-        )
-        return {row["name"]: row["moved"] for row in rows}
-
-    async def next_visible_at(self, name: str) -> float | None:
-        s = self.schema
-        rows = await self._fetch(
-            f"""SELECT min(visible_at) AS due FROM {s}.messages
-                WHERE queue_id = ({s}.queue($1)).id AND visible_at > 0""",
-            name,
-            name=name,
-        )
-        return rows[0]["due"]
+    return bound

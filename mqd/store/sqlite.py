@@ -1,13 +1,14 @@
-"""The embedded store: one SQLite database in the data directory, written by one thread.
+"""The embedded store: one SQLite database in the data directory, one writer thread and one
+reader thread (sqlite_threads.py).
 
-Durability: WAL mode with ``synchronous=FULL`` fsyncs the log on every commit, and the
-group-commit worker answers an operation only after its commit returned, so an acknowledged
-message survives kill -9 and power loss. With ``fsync=False`` (``--fsync off``) commits reach the
-OS page cache only: they survive the daemon crashing, not the machine.
+Durability: WAL mode with ``synchronous=FULL`` fsyncs the log on every commit, and the writer
+answers an operation only after its commit returned and the high-water mark recorded it, so an
+acknowledged message survives kill -9 and power loss. With ``fsync=False`` (``--fsync off``)
+commits reach the OS page cache only: they survive the daemon crashing, not the machine.
 
-Cost does not grow with the backlog: receivers find the next message with one seek in the index
-on (queue_id, visible_at, id), and per-queue depth is a counter kept in the same transaction as
-the change, so nothing counts rows on the hot path.
+Cost does not grow with the backlog: takes find the next message with one seek in the index on
+(queue_id, visible_at, id), and per-queue depth is a counter kept in the same transaction as the
+change, so nothing counts rows that wait.
 """
 
 from __future__ import annotations
@@ -18,27 +19,30 @@ import functools
 import logging
 import os
 import sqlite3
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import DataCorrupt, DataDirectoryError
-from .base import (
+from ..model import (
+    DeadLetterRule,
     Delivery,
+    Lease,
     NewMessage,
     Queue,
     QueueSettings,
     QueueStats,
-    ReceiveResult,
     SendResult,
-    Store,
+    TakeResult,
     Totals,
 )
-from .group_commit import GroupCommitWorker, SharedOperation
-from .integrity import HIGH_WATER_FILE, HighWaterMark, accept_loss, highest_id, verify
-from .schema import APPLICATION_ID, SCHEMA, SCHEMA_VERSION
-from .sqlite_messages import MessageOperations
-from .sqlite_queues import QueueOperations, QueueRow
+from . import sqlite_reads
+from .base import Store
+from .batching import Operation
+from .high_water import HIGH_WATER_FILE, HighWaterMark
+from .sqlite_tables import APPLICATION_ID, SCHEMA, SCHEMA_VERSION
+from .sqlite_threads import Reader, Writer
+from .sqlite_verify import accept_loss, verify
+from .sqlite_writes import Writes
 
 log = logging.getLogger("mqd.store")
 
@@ -47,12 +51,12 @@ LOCK_FILE = "mqd.lock"
 DEFAULT_MIN_FREE_BYTES = 64 * 1024 * 1024
 
 
-class SQLiteStore(QueueOperations, MessageOperations, Store):
-    """Queues in ``<data_dir>/mq.sqlite3``; only the worker thread touches the connection.
+class SQLiteStore(Store):
+    """Queues in ``<data_dir>/mq.sqlite3``. This object opens, checks and closes the store and
+    turns each primitive into an operation for the writer (sqlite_writes.py) or a read for the
+    reader (sqlite_reads.py)."""
 
-    This class opens, checks and closes the store and turns each call into an operation of the
-    group-commit worker; the operations themselves are in sqlite_queues.py and sqlite_messages.py.
-    """
+    kind = "sqlite"
 
     def __init__(
         self,
@@ -61,35 +65,31 @@ class SQLiteStore(QueueOperations, MessageOperations, Store):
         fsync: bool = True,
         min_free_bytes: int = DEFAULT_MIN_FREE_BYTES,
         repair: bool = False,
-        clock: Callable[[], float] = time.time,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.path = self.data_dir / DATABASE_FILE
         self.fsync = fsync
-        self.min_free_bytes = min_free_bytes
         self.repair = repair
-        self._clock = clock
         self._lock_fd: int | None = None
         self._mark = HighWaterMark(self.data_dir / HIGH_WATER_FILE, fsync=fsync)
-        # Worker-thread state: the queue catalogue, the next message id, the free-space verdict.
-        self._queues: dict[str, QueueRow] = {}
-        self._next_id = 1
-        self._next_key_sweep = 0.0
-        self._space_fresh = False  # looked at during the current batch
-        self._space_low = False
-        self._headroom = 0  # free bytes beyond the reserve at the last look
-        self._written_since_look = 0  # bytes (estimated) written since then
-        self._worker = GroupCommitWorker(self._connect, on_rollback=self._load_catalogue)
-        self._worker.after_commit = self._record_high_water
-        self._worker.before_batch = self._forget_space
-
-    kind = "sqlite"
+        self._writes = Writes(self.data_dir, min_free_bytes)
+        self._writer = Writer(
+            self._connect_writer,
+            before_batch=self._writes.before_batch,
+            after_commit=self._record_high_water,
+            after_rollback=self._writes.load,
+        )
+        self._reader = Reader(self._connect_reader)
 
     def location(self) -> str:
         return str(self.data_dir.absolute())
 
     def observe_commits(self, observer: Callable[[float, int], None]) -> None:
-        self._worker.on_commit = observer
+        self._writer.on_commit = observer
+
+    def failure(self) -> str | None:
+        failure = self._writer.failure
+        return str(failure) if failure is not None else None
 
     # -- life ------------------------------------------------------------------------------------
 
@@ -98,8 +98,10 @@ class SQLiteStore(QueueOperations, MessageOperations, Store):
         try:
             await asyncio.to_thread(self._check)
             self._mark.open()
-            await self._worker.start()
+            await self._writer.start()
+            await self._reader.start()
         except BaseException:
+            await self._writer.stop()
             self._mark.close()
             self._unlock_data_dir()
             raise
@@ -115,7 +117,8 @@ class SQLiteStore(QueueOperations, MessageOperations, Store):
             log.info("checked %s: %s", self.path, verify(self.path, self._mark))
 
     async def close(self) -> None:
-        await self._worker.stop()
+        await self._reader.stop()
+        await self._writer.stop()
         self._mark.close()
         self._unlock_data_dir()
 
@@ -128,13 +131,9 @@ class SQLiteStore(QueueOperations, MessageOperations, Store):
         finally:
             self._unlock_data_dir()
 
-    def failure(self) -> str | None:
-        failure = self._worker.failure
-        return str(failure) if failure is not None else None
-
     def _record_high_water(self) -> None:
         """After each commit, before anyone hears of it: the highest id stored, on disk."""
-        self._mark.advance(self._next_id - 1)
+        self._mark.advance(self._writes.next_id - 1)
 
     def _lock_data_dir(self) -> None:
         """Hold an exclusive lock on the data directory: two daemons on one store would each
@@ -163,14 +162,14 @@ class SQLiteStore(QueueOperations, MessageOperations, Store):
             os.close(self._lock_fd)  # closing drops the flock
             self._lock_fd = None
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect_writer(self) -> sqlite3.Connection:
         try:
             connection = sqlite3.connect(self.path, isolation_level=None, cached_statements=256)
         except sqlite3.Error as exc:
             raise DataDirectoryError(f"Cannot open {self.path}: {exc}.") from exc
         try:
             self._prepare(connection)
-            self._load_catalogue(connection)
+            self._writes.load(connection)
         except sqlite3.DatabaseError as exc:
             connection.close()
             if isinstance(exc, sqlite3.OperationalError) and _is_access_error(exc):
@@ -181,6 +180,15 @@ class SQLiteStore(QueueOperations, MessageOperations, Store):
         except BaseException:
             connection.close()
             raise
+        return connection
+
+    def _connect_reader(self) -> sqlite3.Connection:
+        """A read-only connection: in WAL mode it reads the last commit without waiting for the
+        writer, and cannot write by mistake."""
+        connection = sqlite3.connect(
+            f"file:{self.path}?mode=ro", uri=True, isolation_level=None, cached_statements=64
+        )
+        connection.execute("PRAGMA cache_size=-8192")
         return connection
 
     def _prepare(self, connection: sqlite3.Connection) -> None:
@@ -211,76 +219,72 @@ class SQLiteStore(QueueOperations, MessageOperations, Store):
                 f"{SCHEMA_VERSION}); it was left untouched."
             )
 
-    def _load_catalogue(self, connection: sqlite3.Connection) -> None:
-        """(Re)read the queue catalogue and the id sequence: at start-up and after a rollback."""
-        rows = connection.execute(
-            "SELECT id, name, created_at, max_attempts, dead_letter_queue_id, dedup_window FROM queues"
-        ).fetchall()
-        names = {row[0]: row[1] for row in rows}
-        self._queues = {}
-        for queue_id, name, created_at, max_attempts, dlq_id, dedup_window in rows:
-            settings = QueueSettings(max_attempts, names.get(dlq_id), dedup_window)
-            self._queues[name] = QueueRow(queue_id, Queue(name, created_at, settings), dlq_id)
-        self._next_id = highest_id(connection) + 1
+    # -- the primitives: writes go to the writer, reads to the reader ----------------------------
 
-    # -- the public interface: every call is one operation of the group-commit worker -----------
+    async def _write(self, kind, run_all: Callable, request) -> object:
+        return await self._writer.run(Operation(kind, run_all, request))
 
-    async def _run(self, method: Callable, *args):
-        return await self._worker.run(lambda connection: method(connection, *args))
+    async def _alone(self, run_all: Callable, request) -> object:
+        return await self._writer.run(Operation(object(), run_all, request))
 
-    async def create_queue(self, name: str, settings: QueueSettings) -> tuple[Queue, bool]:
-        return await self._run(self._create_queue, name, settings)
+    async def create_queue(self, name: str, settings: QueueSettings, now: float) -> tuple[Queue, bool]:
+        return await self._write("create", self._writes.create_queues, (name, settings, now))
 
-    async def delete_queue(self, name: str) -> None:
-        await self._run(self._delete_queue, name)
+    async def delete_queue(self, queue_id: int) -> None:
+        await self._alone(self._writes.delete_queues, queue_id)
 
-    async def get_queue(self, name: str) -> Queue:
-        return await self._run(lambda _connection: self._row(name).queue)
+    async def find_queue(self, name: str) -> Queue | None:
+        return await self._reader.run(functools.partial(sqlite_reads.find_queue, name=name))
 
-    async def queue_stats(self, name: str) -> QueueStats:
-        return await self._run(lambda connection: self._stats(connection, self._row(name)))
+    async def send(
+        self, queue_id: int, messages: Sequence[NewMessage], now: float, dedup_window: float
+    ) -> SendResult:
+        sends = functools.partial(self._writes.sends, queue_id=queue_id)
+        return await self._write(("send", queue_id), sends, (messages, now, dedup_window))
 
-    async def list_queues(self) -> list[QueueStats]:
-        return await self._run(
-            lambda connection: [self._stats(connection, row) for _, row in sorted(self._queues.items())]
+    async def take(
+        self, queue_id: int, count: int, now: float, lease: Lease | None, dead_letter: DeadLetterRule | None
+    ) -> TakeResult:
+        takes = functools.partial(self._writes.takes, queue_id=queue_id)
+        return await self._write(("take", queue_id), takes, (count, now, lease, dead_letter))
+
+    async def ack(self, queue_id: int, message_id: int, token: str, now: float) -> bool:
+        return await self._write("ack", self._writes.acks, (queue_id, message_id, token, now))
+
+    async def release(
+        self, queue_id: int, message_id: int, token: str, now: float, visible_at: float
+    ) -> bool:
+        return await self._write(
+            "release", self._writes.releases, (queue_id, message_id, token, now, visible_at)
         )
+
+    async def extend(self, queue_id: int, message_id: int, token: str, now: float, expires_at: float) -> bool:
+        return await self._write(
+            "extend", self._writes.extensions, (queue_id, message_id, token, now, expires_at)
+        )
+
+    async def restore(self, queue_id: int, deliveries: Sequence[Delivery]) -> int:
+        return await self._write("restore", self._writes.restores, (queue_id, deliveries))
+
+    async def purge(self, queue_id: int) -> int:
+        return await self._write("purge", self._writes.purges, queue_id)
+
+    async def redrive(self, queue_id: int, now: float) -> list[tuple[Queue, int]]:
+        return await self._alone(self._writes.redrives, (queue_id, now))
+
+    async def stats(self, now: float, queue_id: int | None = None) -> list[QueueStats]:
+        return await self._reader.run(functools.partial(sqlite_reads.stats, now=now, queue_id=queue_id))
 
     async def totals(self) -> Totals:
-        return await self._run(self._totals)
+        return await self._reader.run(sqlite_reads.totals)
 
-    async def send(self, name: str, messages: Sequence[NewMessage]) -> SendResult:
-        send_all = functools.partial(self._send_all, name=name)
-        return await self._worker.run(SharedOperation(("send", name), send_all, messages))
-
-    async def receive(self, name: str, count: int, lease: float | None) -> ReceiveResult:
-        receive_all = functools.partial(self._receive_all, name=name)
-        return await self._worker.run(
-            SharedOperation(("receive", name, lease is None), receive_all, (count, lease))
+    async def peek(self, queue_id: int, count: int, now: float) -> list[Delivery]:
+        return await self._reader.run(
+            functools.partial(sqlite_reads.peek, queue_id=queue_id, count=count, now=now)
         )
 
-    async def restore(self, name: str, deliveries: Sequence[Delivery]) -> int:
-        return await self._run(self._restore, name, deliveries)
-
-    async def peek(self, name: str, count: int) -> list[Delivery]:
-        return await self._run(self._peek, name, count)
-
-    async def ack(self, name: str, receipt: str) -> None:
-        await self._run(self._ack, name, receipt)
-
-    async def release(self, name: str, receipt: str, delay: float) -> float:
-        return await self._run(self._release, name, receipt, delay)
-
-    async def extend(self, name: str, receipt: str, lease: float) -> float:
-        return await self._run(self._extend, name, receipt, lease)
-
-    async def purge(self, name: str) -> int:
-        return await self._run(self._purge, name)
-
-    async def redrive(self, name: str) -> dict[str, int]:
-        return await self._run(self._redrive, name)
-
-    async def next_visible_at(self, name: str) -> float | None:
-        return await self._run(self._next_visible_at, name)
+    async def next_visible_at(self, queue_id: int) -> float | None:
+        return await self._reader.run(functools.partial(sqlite_reads.next_visible_at, queue_id=queue_id))
 
 
 def _is_access_error(exc: sqlite3.OperationalError) -> bool:

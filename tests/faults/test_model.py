@@ -1,8 +1,9 @@
 """The broker against a plain in-memory model of the queue semantics, driven by hypothesis.
 
 Random sequences of send, receive (removing or leasing), ack, release, time passing (leases and
-delays running out) and restarts of the store run against the real broker and SQLite store and
-against a few lines of Python that say what a queue should do; any difference is a bug.
+delays running out) and restarts of the store run against the real broker on each store (SQLite,
+and a real PostgreSQL) and against a few lines of Python that say what a queue should do; any
+difference is a bug. Time is the broker's clock, moved by the test: nothing sleeps.
 """
 
 from __future__ import annotations
@@ -12,15 +13,17 @@ import dataclasses
 import shutil
 import tempfile
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from mqd.broker import Broker
 from mqd.errors import ReceiptNotFound
-from mqd.store.base import NewMessage, QueueSettings
+from mqd.model import NewMessage, QueueSettings
 from mqd.store.sqlite import SQLiteStore
 
+from .. import postgres
 from .conftest import scaled
 
 
@@ -64,10 +67,16 @@ class QueueModel:
 
 
 class BrokerMatchesModel(RuleBasedStateMachine):
+    """On SQLite; the subclass below runs the same machine on PostgreSQL."""
+
+    def make_store(self):
+        return SQLiteStore(self.directory, fsync=False)
+
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
         self.directory = tempfile.mkdtemp(prefix="mq-model-")
+        self.store_url = None
         self.now = 1_000_000.0
         self.model = QueueModel()
         self.receipts: dict[int, str] = {}  # model token -> real receipt
@@ -78,15 +87,17 @@ class BrokerMatchesModel(RuleBasedStateMachine):
         return self.loop.run_until_complete(coroutine)
 
     def open(self) -> None:
-        self.store = SQLiteStore(self.directory, fsync=False, clock=lambda: self.now)
+        self.store = self.make_store()
         self.run(self.store.open())
-        self.broker = Broker(self.store)
+        self.broker = Broker(self.store, clock=lambda: self.now)
 
     def teardown(self) -> None:
         self.broker.close()
         self.run(self.store.close())
         self.loop.close()
         shutil.rmtree(self.directory, ignore_errors=True)
+        if self.store_url is not None:
+            postgres.drop_schema(self.schema)
 
     @rule(value=st.integers(0, 10**6), delay=st.sampled_from([0, 0, 0, 1.5, 4]))
     def send(self, value: int, delay: float) -> None:
@@ -143,7 +154,21 @@ class BrokerMatchesModel(RuleBasedStateMachine):
         assert stats.leased == sum(1 for m in hidden if m.token is not None)
 
 
-BrokerMatchesModel.TestCase.settings = settings(
-    max_examples=scaled(30, 300), stateful_step_count=scaled(25, 60), deadline=None
-)
-test_broker_matches_the_model = BrokerMatchesModel.TestCase
+class BrokerOnPostgresMatchesModel(BrokerMatchesModel):
+    def make_store(self):
+        from mqd.store.postgres import PostgresStore
+
+        if self.store_url is None:
+            self.store_url, self.schema = postgres.new_schema_url()
+        return PostgresStore(self.store_url)
+
+
+SETTINGS = settings(max_examples=scaled(30, 300), stateful_step_count=scaled(25, 60), deadline=None)
+BrokerMatchesModel.TestCase.settings = SETTINGS
+BrokerOnPostgresMatchesModel.TestCase.settings = SETTINGS
+test_broker_matches_the_model_on_sqlite = BrokerMatchesModel.TestCase
+
+
+@pytest.mark.skipif(bool(postgres.unavailable()), reason=str(postgres.unavailable()))
+class TestBrokerOnPostgresMatchesTheModel(BrokerOnPostgresMatchesModel.TestCase):
+    pass

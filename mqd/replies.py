@@ -6,10 +6,11 @@ and encodes it again; everything else is ASCII-only JSON.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
-from .store.base import Delivery, QueueStats
+from .model import Delivery, QueueStats
 
 _encode_compact = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode
 
@@ -28,10 +29,8 @@ def delivery_json(delivery: Delivery) -> str:
         f'{{"id":{delivery.id},"content":{delivery.content},"attempts":{delivery.attempts},'
         f'"enqueued_at":{delivery.enqueued_at!r}'
     )
-    if delivery.receipt is not None:
-        text += (
-            f',"receipt":{_encode_compact(delivery.receipt)},"lease_expires_at":{delivery.lease_expires_at!r}'
-        )
+    if delivery.lease_token is not None:
+        text += f',"receipt":"{delivery.receipt}","lease_expires_at":{delivery.lease_expires_at!r}'
     return text + "}"
 
 
@@ -39,7 +38,8 @@ def deliveries_json(deliveries: list[Delivery]) -> str:
     return '{"messages":[' + ",".join(delivery_json(d) for d in deliveries) + "]}"
 
 
-def queue_dict(stats: QueueStats, now: float) -> dict[str, Any]:
+def queue_dict(stats: QueueStats, now: float, counters: Any) -> dict[str, Any]:
+    """A queue as the API shows it; ``counters`` are its traffic counters (broker.QueueCounters)."""
     queue = stats.queue
     oldest = stats.oldest_ready_at
     return {
@@ -54,4 +54,5 @@ def queue_dict(stats: QueueStats, now: float) -> dict[str, Any]:
         "delayed": stats.delayed,
         "dead_lettered": stats.dead_lettered,
         "oldest_ready_age_seconds": round(max(0.0, now - oldest), 3) if oldest is not None else None,
+        "counters": dataclasses.asdict(counters),
     }

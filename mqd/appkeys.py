@@ -5,9 +5,11 @@ from aiohttp import web
 from .broker import Broker
 from .config import Config
 from .metrics import Metrics
+from .model import Clock
 from .store.base import Store
 
 CONFIG = web.AppKey("config", Config)
 STORE = web.AppKey("store", Store)
 BROKER = web.AppKey("broker", Broker)
 METRICS = web.AppKey("metrics", Metrics)
+CLOCK = web.AppKey("clock", Clock)

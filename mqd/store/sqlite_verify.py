@@ -1,12 +1,11 @@
-"""Checking the SQLite store before trusting it, and the record that makes the check possible.
+"""Checking the SQLite store before trusting it (at every start, and in full with --verify).
 
 SQLite does not notice every damaged byte: a truncated write-ahead log, or one with a flipped bit,
 is cut at the first bad frame and the committed transactions after it vanish without an error.
 So the store keeps, outside the database and its log, a durable record of the highest message id
-it ever acknowledged (the high-water mark, written and fsynced after each commit that stored new
-messages, before their senders hear back). At start-up the database must reach at least that id;
-if it does not, acknowledged messages are gone and mqd refuses to start, naming the file, instead
-of serving a queue that silently lost them.
+it ever acknowledged (high_water.py). At start-up the database must reach at least that id; if it
+does not, acknowledged messages are gone and mqd refuses to start, naming the file, instead of
+serving a queue that silently lost them.
 
 The checks run on a read-only connection: a rejected store is left exactly as it was found (a
 read-write connection would checkpoint the surviving part of a damaged log into the database and
@@ -17,78 +16,20 @@ delete the log on close). Nothing here ever deletes, truncates or overwrites a d
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import sqlite3
 import time
-import zlib
 from pathlib import Path
 
 from ..errors import DataCorrupt
 from ..logs import counted
-from .base import content_checksum
-from .schema import APPLICATION_ID
+from ..model import content_checksum
+from .high_water import HighWaterMark
+from .sqlite_tables import APPLICATION_ID
 
 log = logging.getLogger("mqd.store")
 
-HIGH_WATER_FILE = "mq.high-water"
 TAIL_CHECKED_AT_START = 10_000  # newest messages whose checksums are verified at every start
-
-
-class HighWaterMark:
-    """``<id> <crc32 of id>`` in a small file, rewritten in place and fsynced."""
-
-    def __init__(self, path: Path, *, fsync: bool = True) -> None:
-        self.path = path
-        self.fsync = fsync
-        self._fd: int | None = None
-        self.value = 0
-
-    def read(self) -> int:
-        """The recorded id (0 if there is no record yet); DataCorrupt if the record is damaged."""
-        try:
-            text = self.path.read_text().strip("\0 \n")
-        except FileNotFoundError:
-            return 0
-        if not text:
-            return 0  # created, but the power went before its first record reached the disk
-        number, _, check = text.partition(" ")
-        if not number.isdigit() or check != str(zlib.crc32(number.encode())):
-            raise DataCorrupt(
-                f"{self.path} is damaged ({text[:40]!r}); mqd cannot tell which messages it acknowledged."
-            )
-        return int(number)
-
-    def open(self) -> None:
-        self.value = self.read()
-        existed = self.path.exists()
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        if not existed and self.fsync:
-            _fsync_directory(self.path.parent)  # so the file itself survives a power cut
-
-    def advance(self, value: int) -> None:
-        """Record ``value`` durably (called after the commit that stored it, before replying)."""
-        if value <= self.value or self._fd is None:
-            return
-        number = str(value)
-        record = f"{number} {zlib.crc32(number.encode())}\n".encode().ljust(64)
-        os.pwrite(self._fd, record, 0)  # one small write at offset 0: within one sector
-        if self.fsync:
-            os.fdatasync(self._fd)
-        self.value = value
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def verify(database: Path, mark: HighWaterMark, *, full: bool = False) -> str:

@@ -1,0 +1,122 @@
+"""The SQLite store's reads: plain functions of a connection, run by the reader thread on its
+read-only connection (and a few by the writer inside its transaction).
+
+Nothing here counts ready messages: depth is a counter in the queues table, and the other counts
+(leased, delayed, dead letters) walk an index over hidden or dead-lettered rows only, so a
+million messages waiting cost a read nothing.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from ..errors import DataCorrupt
+from ..model import Delivery, Queue, QueueSettings, QueueStats, Totals, content_checksum
+
+_QUEUES = "SELECT id, name, created_at, max_attempts, dead_letter_queue_id, dedup_window FROM queues"
+
+
+def all_queues(connection: sqlite3.Connection) -> list[Queue]:
+    rows = connection.execute(_QUEUES + " ORDER BY name").fetchall()
+    names = {row[0]: row[1] for row in rows}
+    return [
+        Queue(
+            queue_id, name, created_at, QueueSettings(max_attempts, names.get(dlq_id), dedup_window), dlq_id
+        )
+        for queue_id, name, created_at, max_attempts, dlq_id, dedup_window in rows
+    ]
+
+
+def find_queue(connection: sqlite3.Connection, name: str) -> Queue | None:
+    row = connection.execute(_QUEUES + " WHERE name = ?", (name,)).fetchone()
+    if row is None:
+        return None
+    queue_id, _, created_at, max_attempts, dlq_id, dedup_window = row
+    dlq = connection.execute("SELECT name FROM queues WHERE id = ?", (dlq_id,)).fetchone() if dlq_id else None
+    return Queue(
+        queue_id, name, created_at, QueueSettings(max_attempts, dlq[0] if dlq else None, dedup_window), dlq_id
+    )
+
+
+def stats(connection: sqlite3.Connection, now: float, queue_id: int | None) -> list[QueueStats]:
+    queues = all_queues(connection)
+    if queue_id is not None:
+        queues = [queue for queue in queues if queue.id == queue_id]
+    return [_stats(connection, queue, now) for queue in queues]
+
+
+def _stats(connection: sqlite3.Connection, queue: Queue, now: float) -> QueueStats:
+    depth = connection.execute("SELECT depth FROM queues WHERE id = ?", (queue.id,)).fetchone()[0]
+    hidden, leased = connection.execute(
+        "SELECT count(*), count(lease_token) FROM messages WHERE queue_id = ? AND visible_at > ?",
+        (queue.id, now),
+    ).fetchone()
+    dead_lettered = connection.execute(
+        "SELECT count(*) FROM messages WHERE dead_letter_source_id = ? AND queue_id != ?",
+        (queue.id, queue.id),
+    ).fetchone()[0]
+    head = connection.execute(
+        "SELECT enqueued_at FROM messages WHERE queue_id = ? AND visible_at = 0 ORDER BY id LIMIT 1",
+        (queue.id,),
+    ).fetchone()
+    expired = connection.execute(
+        "SELECT min(enqueued_at) FROM messages WHERE queue_id = ? AND visible_at > 0 AND visible_at <= ?",
+        (queue.id, now),
+    ).fetchone()[0]
+    candidates = [t for t in (head[0] if head else None, expired) if t is not None]
+    return QueueStats(
+        queue=queue,
+        messages=depth,
+        ready=depth - hidden,
+        leased=leased,
+        delayed=hidden - leased,
+        dead_lettered=dead_lettered,
+        oldest_ready_at=min(candidates) if candidates else None,
+    )
+
+
+def totals(connection: sqlite3.Connection) -> Totals:
+    queues, messages = connection.execute("SELECT count(*), coalesce(sum(depth), 0) FROM queues").fetchone()
+    return Totals(queues, messages)
+
+
+def ready_rows(connection: sqlite3.Connection, queue_id: int, count: int, after_id: int = 0) -> list:
+    """(id, attempts, enqueued_at, checksum, content, dead_letter_source_id) of the next ready
+    messages, oldest first, their checksums checked."""
+    rows = connection.execute(
+        "SELECT id, attempts, enqueued_at, checksum, content, dead_letter_source_id FROM messages "
+        "WHERE queue_id = ? AND visible_at = 0 AND id > ? ORDER BY id LIMIT ?",
+        (queue_id, after_id, count),
+    ).fetchall()
+    _check(rows)
+    return rows
+
+
+def peek(connection: sqlite3.Connection, queue_id: int, count: int, now: float) -> list[Delivery]:
+    """The next ready messages, those whose lease or delay ran out by ``now`` among them (in
+    their places), without changing anything: two index walks, merged by id."""
+    columns = "id, attempts, enqueued_at, checksum, content, dead_letter_source_id"
+    ready = ready_rows(connection, queue_id, count)
+    due = connection.execute(
+        f"SELECT {columns} FROM messages WHERE queue_id = ? AND visible_at > 0 AND visible_at <= ? "
+        "ORDER BY id LIMIT ?",
+        (queue_id, now, count),
+    ).fetchall()
+    _check(due)
+    rows = sorted(ready + due)[:count]
+    return [Delivery(row[0], row[4], row[1], row[2]) for row in rows]
+
+
+def next_visible_at(connection: sqlite3.Connection, queue_id: int) -> float | None:
+    return connection.execute(
+        "SELECT min(visible_at) FROM messages WHERE queue_id = ? AND visible_at > 0", (queue_id,)
+    ).fetchone()[0]
+
+
+def _check(rows: list) -> None:
+    for message_id, _, _, checksum, content, _ in rows:
+        if content_checksum(content) != checksum:
+            raise DataCorrupt(
+                f"Message {message_id} is damaged (its checksum does not match); "
+                "stop mqd and run mqd --verify."
+            )
