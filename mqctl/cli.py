@@ -4,7 +4,7 @@ The only module that imports click. Each subcommand is a short function over cli
 or daemon.py (pidfile and process); errors from both are turned into one line on stderr and an
 exit status in one place, ``MqctlGroup.invoke``.
 
-Exit statuses, like grep's and the LSB's (documented in the README):
+Exit statuses, like grep's and the LSB's (documented in docs/mqctl.md):
   0 success · 1 nothing received · 2 usage error · 3 mqd is not running · 4 mqd does not answer
   (or did not stop in time) · 5 no such queue or receipt · 6 the request was refused as invalid
   · 7 mqd failed (or failed to start) · 8 not allowed (an access token is needed, or wrong) · 127
@@ -52,7 +52,7 @@ def _explain(exc: Exception, queue: str | None) -> tuple[str, int]:
     """One sentence and an exit status for anything a subcommand can raise."""
     from .daemon import DaemonError, StopTimedOut
     from .identify import UnderSystemd
-    from .streams import InputError
+    from .sending import InputError
     from .worker import CommandNotRunnable
 
     if isinstance(exc, BadUrl):
@@ -64,15 +64,7 @@ def _explain(exc: Exception, queue: str | None) -> tuple[str, int]:
     if isinstance(exc, DaemonTimeout | StopTimedOut):
         return str(exc), EXIT_NO_ANSWER
     if isinstance(exc, ApiError):
-        if exc.status == 401:
-            return f"{exc.message} — set MQ_TOKEN or give --token-file", EXIT_NOT_ALLOWED
-        if exc.status == 403:
-            return exc.message, EXIT_NOT_ALLOWED
-        if exc.status == 404 and queue and exc.message.startswith("Queue '"):
-            return f"queue '{queue}' does not exist — create it with: mqctl create {queue}", EXIT_NOT_FOUND
-        if exc.status == 404:
-            return exc.message, EXIT_NOT_FOUND
-        return exc.message, EXIT_FAILED if exc.status >= 500 else EXIT_REFUSED
+        return _explain_refusal(exc, queue)
     if isinstance(exc, InputError):
         return str(exc), EXIT_REFUSED
     if isinstance(exc, CommandNotRunnable):
@@ -80,6 +72,19 @@ def _explain(exc: Exception, queue: str | None) -> tuple[str, int]:
     if isinstance(exc, ClientError | DaemonError):
         return str(exc), EXIT_FAILED
     return f"unexpected error, please report it: {exc!r}", EXIT_FAILED
+
+
+def _explain_refusal(exc: ApiError, queue: str | None) -> tuple[str, int]:
+    """What mqd refused, by its error code (the sentence is for people and may change)."""
+    if exc.code == "unauthorized":
+        return f"{exc.message} — set MQ_TOKEN or give --token-file", EXIT_NOT_ALLOWED
+    if exc.code == "forbidden":
+        return exc.message, EXIT_NOT_ALLOWED
+    if exc.code == "queue_not_found" and queue:
+        return f"queue '{queue}' does not exist — create it with: mqctl create {queue}", EXIT_NOT_FOUND
+    if exc.code in ("queue_not_found", "receipt_not_found", "route_not_found"):
+        return exc.message, EXIT_NOT_FOUND
+    return exc.message, EXIT_FAILED if exc.status >= 500 else EXIT_REFUSED
 
 
 class MqctlGroup(click.Group):
@@ -201,7 +206,7 @@ def daemon_options(command):
         [
             click.option("--host", help="Address mqd listens on (default 127.0.0.1)."),
             click.option("--port", type=click.IntRange(0, 65535), help="Port mqd listens on (default 8000)."),
-            click.option("--store", metavar="URL", help="postgresql://…: queues in PostgreSQL (see README)."),
+            click.option("--store", metavar="URL", help="postgresql://…: queues in PostgreSQL (see docs/scaling.md)."),
             data_dir_options,
             click.option(
                 "--log-file",
@@ -471,23 +476,23 @@ def send(ctx, queue, message, lines, null, as_json, delay, key, url) -> None:
         raise click.UsageError("give MESSAGE or --lines/--null, not both")
     if (lines or null) and key is not None:
         raise click.UsageError("--key names one message; it cannot be used with --lines/--null")
-    from . import streams
+    from . import sending
 
     client = _client(ctx)
     if lines or null:
-        sent = streams.send_stream(client, queue, b"\0" if null else b"\n", as_json, delay)
+        sent = sending.send_stream(client, queue, b"\0" if null else b"\n", as_json, delay)
         if sys.stderr.isatty():
             click.echo(f"sent {output.counted(sent, 'message')} to '{queue}'", err=True)
         return
     if message is None:
-        message = streams.read_one_message(sys.stdin)
+        message = sending.read_one_message(sys.stdin)
         if not message:
             raise click.UsageError(
                 "standard input is empty, so there is nothing to send; "
                 f"to send an empty message, give it as an argument: mqctl send {queue} ''"
             )
     if as_json:
-        problem = streams.json_problem(message)
+        problem = sending.json_problem(message)
         if problem:
             raise click.UsageError(f"MESSAGE is not JSON ({problem})")
         sent = client.send(queue, json_text=message, delay=delay, key=key)

@@ -1,18 +1,17 @@
-"""A small synchronous HTTP/1.1 client for mqd: one method per endpoint.
+"""A synchronous client for mqd over the standard library's http.client: one method per endpoint.
 
-Why not http.client or urllib: importing them costs ~20 ms, more than everything else a single
-``mqctl send`` does (even socket.py and urllib.parse cost 4.5 ms together); a queue daemon's
-replies (JSON with a Content-Length, or 204) need only a few lines of HTTP. Connections are kept
-alive, so a batch upload is one connection.
-
-Errors are ``ClientError`` subclasses carrying one sentence; the CLI maps them to exit codes.
+Connections are kept alive, so a batch upload is one connection. Errors are ``ClientError``
+subclasses carrying one sentence (and, from mqd, its error code); the CLI maps them to exit
+statuses by code, never by the sentence.
 """
 
 from __future__ import annotations
 
-import _socket  # the C module: socket.py and urllib cost more to import than a request takes
 import contextlib
+import http.client
 import json
+import socket
+import urllib.parse
 from typing import Any
 
 from mqd.protocol import DEFAULT_URL
@@ -50,6 +49,8 @@ class ApiError(ClientError):
         self.status = status
         self.message = message
         self.body = body
+        # What went wrong, for programs (mqd.protocol.ERROR_CODES); None if mqd did not say.
+        self.code = body.get("code") if isinstance(body, dict) else None
 
 
 class JsonNumber(float):
@@ -89,101 +90,41 @@ class Response:
         return decode(self.body) if self.body else None
 
 
-class _Connection:
-    """One HTTP/1.1 connection: send a request, read a response, keep the connection alive."""
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP over a unix socket (mqd --unix): http.client's connection, connected elsewhere."""
 
-    def __init__(self, family: int, address: Any) -> None:
-        self.sock = _socket.socket(family, _socket.SOCK_STREAM)
-        self.buffer = b""
-        self.sock.settimeout(CONNECT_TIMEOUT)
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
         try:
-            self.sock.connect(address)
+            sock.connect(self.path)
         except OSError:
-            self.sock.close()
+            sock.close()
             raise
-        if family != _socket.AF_UNIX:
-            self.sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+        self.sock = sock
 
-    def close(self) -> None:
-        self.sock.close()
 
-    def closed_by_peer(self) -> bool:
-        """Whether the other end has closed this idle connection (or it broke): peek, never block."""
-        if self.buffer:
-            return True  # bytes nobody asked for: the connection is out of step
-        self.sock.settimeout(0.0)  # a timeout would make recv wait for data; this must not
-        try:
-            return self.sock.recv(1, _socket.MSG_PEEK) == b""
-        except BlockingIOError:
-            return False  # nothing to read: alive and idle
-        except OSError:
-            return True
-
-    def _fill(self) -> None:
-        data = self.sock.recv(65536)
-        if not data:
-            raise _EmptyReply("the connection was closed")
-        self.buffer += data
-
-    def _read_until(self, marker: bytes) -> bytes:
-        while (end := self.buffer.find(marker)) < 0:
-            self._fill()
-        found, self.buffer = self.buffer[: end + len(marker)], self.buffer[end + len(marker) :]
-        return found
-
-    def _read_exactly(self, size: int) -> bytes:
-        while len(self.buffer) < size:
-            self._fill()
-        found, self.buffer = self.buffer[:size], self.buffer[size:]
-        return found
-
-    def exchange(self, message: bytes, timeout: float, method: str) -> tuple[int, dict[str, str], bytes]:
-        self.sock.settimeout(timeout)
-        self.sock.sendall(message)
-        return self.read_response(method)
-
-    def read_response(self, method: str) -> tuple[int, dict[str, str], bytes]:
-        head = self._read_until(b"\r\n\r\n").decode("latin-1").split("\r\n")
-        parts = head[0].split(None, 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
-            raise _NotHttp(head[0][:80])
-        status = int(parts[1])
-        headers = {}
-        for line in head[1:]:
-            name, _, value = line.partition(":")
-            if name:
-                headers[name.strip().lower()] = value.strip()
-        if status in (204, 304) or method == "HEAD":
-            body = b""
-        elif "content-length" in headers:
-            body = self._read_exactly(int(headers["content-length"]))
-        elif headers.get("transfer-encoding", "").lower() == "chunked":
-            body = self._read_chunked()
-        else:
-            body = self._read_to_end()
-            headers["connection"] = "close"
-        return status, headers, body
-
-    def _read_chunked(self) -> bytes:
-        chunks = []
-        while size := int(self._read_until(b"\r\n").split(b";")[0], 16):
-            chunks.append(self._read_exactly(size))
-            self._read_until(b"\r\n")
-        while self._read_until(b"\r\n") != b"\r\n":
-            pass
-        return b"".join(chunks)
-
-    def _read_to_end(self) -> bytes:
-        try:
-            while True:
-                self._fill()
-        except _EmptyReply:
-            body, self.buffer = self.buffer, b""
-            return body
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """Whether the other end has closed this idle connection (or it broke): peek, never block."""
+    timeout = sock.gettimeout()
+    sock.settimeout(0.0)
+    try:
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except BlockingIOError:
+        return False  # nothing to read: alive and idle
+    except OSError:
+        return True
+    finally:
+        sock.settimeout(timeout)
 
 
 class Client:
-    """Talks to one daemon at ``url``: ``http://host:port`` or ``unix:/path/to/socket``."""
+    """Talks to one daemon at ``url``: ``http://host:port`` or ``unix:/path/to/socket``, through
+    the standard library's http.client, keeping the connection alive between requests."""
 
     def __init__(
         self, url: str = DEFAULT_URL, *, token: str | None = None, timeout: float = REPLY_MARGIN
@@ -191,8 +132,8 @@ class Client:
         self.url = url.rstrip("/")
         self.token = token
         self.timeout = timeout  # seconds a reply may take, beyond any wait the request asks for
-        self._address = _parse_url(self.url)
-        self._connection: _Connection | None = None
+        self._connect = _connector(self.url)
+        self._connection: http.client.HTTPConnection | None = None
         self._aborted = False
         # The reply to a request cut off by Ctrl-C, if it had arrived: messages mqd handed over
         # that the caller never saw, so that it can give them back.
@@ -202,9 +143,9 @@ class Client:
         """From another thread: make the request in progress (and any later one) fail at once."""
         self._aborted = True
         connection = self._connection
-        if connection is not None:
+        if connection is not None and connection.sock is not None:
             with contextlib.suppress(OSError):
-                connection.sock.shutdown(_socket.SHUT_RDWR)
+                connection.sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
         if self._connection is not None:
@@ -216,6 +157,22 @@ class Client:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+    def _connected(self) -> http.client.HTTPConnection:
+        """The kept-alive connection, or a new one if there is none or mqd closed it."""
+        if self._connection is not None and (
+            self._connection.sock is None or _closed_by_peer(self._connection.sock)
+        ):
+            self.close()  # the daemon closed an idle connection: use a fresh one
+        if self._connection is None:
+            connection = self._connect(CONNECT_TIMEOUT)
+            try:
+                connection.connect()
+            except OSError as exc:  # refused, no such socket, no answer, a name that does not resolve
+                connection.close()
+                raise DaemonUnreachable(self.url, _reason(exc)) from None
+            self._connection = connection
+        return self._connection
 
     def request(
         self,
@@ -230,26 +187,20 @@ class Client:
         """One request. A kept-alive connection the daemon has closed is replaced before the
         request is sent; once sent, a request is never sent again."""
         payload = raw_body if raw_body is not None else (None if body is None else json.dumps(body).encode())
-        head = f"{method} {path} HTTP/1.1\r\nHost: {self._address[2]}\r\n"
+        all_headers = dict(headers or {})
         if payload is not None:
-            head += f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+            all_headers["Content-Type"] = "application/json"
         if self.token:
-            head += f"Authorization: Bearer {self.token}\r\n"
-        for name, value in (headers or {}).items():
-            head += f"{name}: {value}\r\n"
-        message = (head + "\r\n").encode() + (payload or b"")
+            all_headers["Authorization"] = f"Bearer {self.token}"
         timeout = wait + self.timeout
         if self._aborted:
             raise DaemonUnreachable(self.url, "interrupted")
-        if self._connection is not None and self._connection.closed_by_peer():
-            self.close()  # the daemon closed an idle connection: use a fresh one
-        if self._connection is None:
-            try:
-                self._connection = _Connection(self._address[0], self._address[1])
-            except OSError as exc:  # refused, no such socket, no answer to the connection
-                raise DaemonUnreachable(self.url, _reason(exc)) from None
+        connection = self._connected()
         try:
-            status, reply_headers, reply = self._connection.exchange(message, timeout, method)
+            connection.sock.settimeout(timeout)
+            connection.request(method, path, body=payload, headers=all_headers)
+            reply = connection.getresponse()
+            data = reply.read()
         except KeyboardInterrupt:
             self.interrupted_reply = self._salvage(method)
             self.close()  # mqd sees us leave, and keeps what it had not handed over yet
@@ -257,23 +208,28 @@ class Client:
         except TimeoutError:
             self.close()
             raise DaemonTimeout(f"mqd at {self.url} did not answer within {timeout:g} seconds") from None
-        except (OSError, _EmptyReply) as exc:
+        except http.client.BadStatusLine as exc:
+            self.close()
+            if isinstance(exc, http.client.RemoteDisconnected):
+                raise DaemonUnreachable(self.url, "the connection was closed") from None
+            raise ClientError(f"{self.url} does not answer like mqd (it said {str(exc)[:80]!r})") from None
+        except (OSError, http.client.HTTPException) as exc:
             # Never resent: the daemon may have acted on it before the connection broke (a send
             # stored, a receive taken), and a second copy would be a duplicate.
             self.close()
             raise DaemonUnreachable(self.url, _reason(exc)) from None
-        except _NotHttp as exc:
+        if reply.will_close:
             self.close()
-            raise ClientError(f"{self.url} does not answer like mqd (it said {exc})") from None
-        if reply_headers.get("connection", "").lower() == "close":
-            self.close()
-        return Response(status, reply_headers, reply)
+        return Response(reply.status, {k.lower(): v for k, v in reply.getheaders()}, data)
 
     def _salvage(self, method: str) -> Response | None:
         """A reply already arriving when the request was interrupted (within a moment)."""
         try:
-            self._connection.sock.settimeout(SALVAGE_SECONDS)
-            return Response(*self._connection.read_response(method))
+            sock = self._connection.sock
+            sock.settimeout(SALVAGE_SECONDS)
+            reply = http.client.HTTPResponse(sock, method=method)
+            reply.begin()
+            return Response(reply.status, {k.lower(): v for k, v in reply.getheaders()}, reply.read())
         except Exception:
             return None
 
@@ -373,58 +329,33 @@ class Client:
         return self._call("POST", path, {"lease": lease}).json()
 
 
-class _EmptyReply(Exception):
-    pass
-
-
-class _NotHttp(Exception):
-    pass
-
-
-_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-
-
 def quote(text: str) -> str:
-    """Percent-encode a path segment (what urllib.parse.quote(text, safe="") does)."""
-    return "".join(chr(b) if b in _UNRESERVED else f"%{b:02X}" for b in text.encode("utf-8"))
+    """Percent-encode a path segment."""
+    return urllib.parse.quote(text, safe="")
 
 
 def _queue_path(name: str, rest: str = "") -> str:
     return "/queues/" + quote(name) + rest
 
 
-def _parse_url(url: str) -> tuple[int, Any, str]:
-    """(address family, socket address, Host header) for an mqd URL."""
+def _connector(url: str):
+    """A function making an http.client connection to ``url`` (given a timeout), for mqd URLs:
+    http://host:port or unix:/path. BadUrl for anything else."""
     if url.startswith("unix:"):
         path = url[len("unix:") :]
         if path.startswith("//"):
             path = path[2:]
         if not path:
             raise BadUrl(f"{url!r} names no socket: use unix:/path/to/mqd.sock")
-        return _socket.AF_UNIX, path, "localhost"
-    if not url.startswith("http://"):
+        return lambda timeout: _UnixConnection(path, timeout)
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
         raise BadUrl(f"cannot use {url!r}: give http://host:port or unix:/path/to/socket")
-    authority = url[len("http://") :].split("/", 1)[0]
-    if authority.startswith("["):
-        host, _, port = authority[1:].partition("]")
-        port = port.lstrip(":")
-        family = _socket.AF_INET6
-    else:
-        host, _, port = authority.partition(":")
-        family = _socket.AF_INET
     try:
-        port_number = int(port) if port else 80
+        port = parts.port or 80
     except ValueError:
         raise BadUrl(f"cannot use {url!r}: the port is not a number") from None
-    if family == _socket.AF_INET and host not in ("", "localhost") and not host.replace(".", "").isdigit():
-        family = _socket.AF_UNSPEC  # a host name: resolved at connect time
-    if family == _socket.AF_UNSPEC:
-        try:
-            family, _, _, _, address = _socket.getaddrinfo(host, port_number, 0, _socket.SOCK_STREAM)[0]
-        except OSError:
-            raise DaemonUnreachable(url, "its host name does not resolve") from None
-        return family, address, authority
-    return family, (host or "127.0.0.1", port_number), authority
+    return lambda timeout: http.client.HTTPConnection(parts.hostname, port, timeout=timeout)
 
 
 def _reason(exc: BaseException) -> str:
@@ -434,4 +365,6 @@ def _reason(exc: BaseException) -> str:
         return "no such socket"
     if isinstance(exc, TimeoutError):
         return "no answer to the connection"
+    if isinstance(exc, socket.gaierror):
+        return "its host name does not resolve"
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__

@@ -119,11 +119,13 @@ def _ask(url: str, token: str | None, pid: int | None) -> Report:
         except DaemonTimeout as exc:
             return Report(running=True, url=url, pid=pid, problem=str(exc))
         except ApiError as exc:
-            if exc.status == 503 and isinstance(exc.body, dict) and exc.body.get("status") == "failed":
+            if exc.code == "store_failed" and isinstance(exc.body, dict) and "pid" in exc.body:
                 return Report(
                     running=True, url=url, pid=exc.body.get("pid"), state=exc.body, problem=exc.message
                 )
-            return Report(running=True, url=url, pid=pid, problem=exc.message, wants_token=exc.status == 401)
+            return Report(
+                running=True, url=url, pid=pid, problem=exc.message, wants_token=exc.code == "unauthorized"
+            )
     return Report(running=True, answering=True, url=url, pid=state.get("pid"), state=state)
 
 

@@ -1,13 +1,12 @@
 """``mqctl top``: a live view of the queues, their depths and their traffic rates.
 
-Depths come from GET /queues; rates are differences of the broker's counters in GET /metrics
+Depths and traffic counters both come from GET /queues; rates are differences of the counters
 between two refreshes. On a terminal the view is redrawn in place; otherwise each refresh is
 printed as tab-separated lines, one block per refresh.
 """
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 from typing import Any
@@ -15,14 +14,17 @@ from typing import Any
 from . import output
 from .client import Client
 
-_COUNTER = re.compile(r'^mq_messages_(sent|received|acked)_total\{queue="((?:[^"\\]|\\.)*)"\} (\d+)$', re.M)
 HEADERS = ("QUEUE", "READY", "LEASED", "DELAYED", "DEAD", "OLDEST", "IN/s", "OUT/s", "ACK/s")
 CLEAR = "\x1b[H\x1b[2J"
 
 
-def counters(metrics_text: str) -> dict[tuple[str, str], int]:
-    """(queue, sent|received|acked) -> total, from the Prometheus text."""
-    return {(queue, kind): int(value) for kind, queue, value in _COUNTER.findall(metrics_text)}
+def counters(queues: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
+    """(queue, sent|received|acked) -> total since mqd started."""
+    return {
+        (q["name"], kind): q.get("counters", {}).get(kind, 0)
+        for q in queues
+        for kind in ("sent", "received", "acked")
+    }
 
 
 def rows(queues: list[dict[str, Any]], now: dict, before: dict | None, seconds: float) -> list[list[Any]]:
@@ -54,7 +56,7 @@ def run(client: Client, interval: float, iterations: int | None) -> None:
     shown = 0
     while iterations is None or shown < iterations:
         queues = client.list_queues()
-        now = counters(client.metrics())
+        now = counters(queues)
         elapsed = time.monotonic() - taken_at
         taken_at = time.monotonic()
         table = rows(queues, now, before, elapsed)

@@ -180,7 +180,7 @@ class Worker:
                 client.ack(self.queue, receipt)
                 self._count("processed")
             except ApiError as exc:
-                if exc.status != 404:
+                if exc.code != "receipt_not_found":
                     raise
                 self._lost_lease(message)
         else:
@@ -220,7 +220,7 @@ class Worker:
                 try:
                     client.extend(self.queue, receipt, self.lease)
                 except ApiError as exc:
-                    if exc.status != 404:
+                    if exc.code != "receipt_not_found":
                         raise
                 next_extension = now + self.lease / 2
 
@@ -228,7 +228,7 @@ class Worker:
         try:
             client.release(self.queue, receipt, delay)
         except ApiError as exc:
-            if exc.status != 404:  # 404: the lease already ran out, the message is back anyway
+            if exc.code != "receipt_not_found":  # the lease already ran out: the message is back anyway
                 raise
 
     def _lost_lease(self, message: dict[str, Any]) -> None:

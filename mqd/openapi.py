@@ -104,7 +104,7 @@ def _operation(route: contract.Route, max_wait: float) -> dict[str, Any]:
     if route.body is not None:
         schema = contract.REQUEST_BODIES.get(route.body, {"$ref": f"#/components/schemas/{route.body}"})
         operation["requestBody"] = {"required": route.body_required, "content": {JSON: {"schema": schema}}}
-    replies = {**route.replies, **contract.EVERY_ROUTE}
+    replies = {**contract.EVERY_ROUTE, **route.replies}
     operation["responses"] = {str(status): _reply(reply) for status, reply in sorted(replies.items())}
     if route.operation == "receiveMessages":
         operation["responses"]["200"]["links"] = {

@@ -1,5 +1,5 @@
 """The daemon's life from the command line: start, stop, status and restart through the real
-mqctl and mqd; which daemon a command speaks of; exit statuses as the README's table says."""
+mqctl and mqd; which daemon a command speaks of; exit statuses as docs/mqctl.md's table says."""
 
 from __future__ import annotations
 

@@ -1,8 +1,11 @@
-"""The OpenAPI document describes exactly the routes the application serves."""
+"""The OpenAPI document describes exactly the routes the application serves, types every reply,
+and says the limits the parser enforces (checked by sending the edges of each)."""
 
 from __future__ import annotations
 
-from mqd import openapi
+import pytest
+
+from mqd import contract, openapi
 from mqd.app import create_app
 from mqd.config import Config
 
@@ -41,7 +44,97 @@ def test_every_operation_documents_its_errors_with_the_error_schema():
             for status, response in operation["responses"].items():
                 if status.startswith(("4", "5")):
                     schema = response["content"]["application/json"]["schema"]
-                    assert schema == {"$ref": "#/components/schemas/Error"}, (path, method, status)
+                    expected = "Failed" if (path, status) == ("/status", "503") else "Error"
+                    assert schema == {"$ref": f"#/components/schemas/{expected}"}, (path, method, status)
+
+
+def operations():
+    for path, item in openapi.document()["paths"].items():
+        for method, operation in item.items():
+            if method != "parameters":
+                yield path, method, operation
+
+
+def test_every_operation_has_a_readable_id_a_tag_and_the_replies_every_route_may_give():
+    ids = [operation["operationId"] for _, _, operation in operations()]
+    assert sorted(ids) == sorted(route.operation for route in contract.ROUTES) and len(set(ids)) == len(ids)
+    for path, method, operation in operations():
+        assert operation["tags"], (path, method)
+        assert {"401", "403", "500", "503"} <= set(operation["responses"]), (path, method)
+
+
+def test_every_reply_with_a_body_is_typed():
+    schemas = openapi.document()["components"]["schemas"]
+    for path, method, operation in operations():
+        if path in ("/openapi.json", "/metrics"):
+            continue
+        for status, response in operation["responses"].items():
+            for media in response.get("content", {}).values():
+                reference = media["schema"]["$ref"].rsplit("/", 1)[1]
+                assert reference in schemas, (path, method, status)
+
+
+def test_every_object_schema_names_its_required_fields():
+    for name, schema in openapi.document()["components"]["schemas"].items():
+        if schema.get("type") == "object" and schema.get("properties") and name not in ("Release",):
+            assert schema.get("required"), name
+
+
+def test_a_leased_receive_links_to_ack_extend_and_release_with_its_receipt():
+    receive = openapi.document()["paths"]["/queues/{name}/messages"]["get"]
+    links = receive["responses"]["200"]["links"]
+    assert {link["operationId"] for link in links.values()} == {"ackMessage", "extendLease", "releaseMessage"}
+    assert all(link["parameters"]["receipt"] == "$response.body#/receipt" for link in links.values())
+
+
+def test_the_bearer_token_is_a_security_scheme():
+    document = openapi.document()
+    assert document["components"]["securitySchemes"]["token"]["scheme"] == "bearer"
+
+
+@pytest.mark.parametrize("field", [contract.COUNT, contract.LEASE, contract.WAIT], ids=lambda f: f.name)
+async def test_the_parser_takes_each_query_limit_the_document_says_and_nothing_beyond(client, field):
+    await client.post("/queues", json={"name": "q"})
+    documented = next(
+        p["schema"]
+        for p in openapi.document()["paths"]["/queues/{name}/messages"]["get"]["parameters"]
+        if p["name"] == field.name
+    )
+    for value in (documented["minimum"], documented["maximum"]):
+        await client.post("/queues/q/messages", json={"content": "there"})  # so a long-poll returns at once
+        response = await client.get("/queues/q/messages", params={field.name: str(value)})
+        assert response.status == 200, (field.name, value)
+    beyond = documented["maximum"] + (1 if documented["type"] == "integer" else 0.5)
+    below = documented["minimum"] - (1 if documented["type"] == "integer" else 0.5)
+    for value in (beyond, below):
+        response = await client.get("/queues/q/messages", params={field.name: str(value)})
+        assert response.status == 400, (field.name, value)
+
+
+@pytest.mark.parametrize(
+    ("schema", "field", "body"),
+    [
+        (
+            "QueueSettings",
+            "max_attempts",
+            lambda v: {"name": "x", "max_attempts": v, "dead_letter_queue": "q"},
+        ),
+        ("QueueSettings", "dedup_window", lambda v: {"name": "x", "dedup_window": v}),
+        ("NewMessage", "delay", lambda v: {"content": 1, "delay": v}),
+    ],
+)
+async def test_the_parser_takes_each_body_limit_the_document_says_and_nothing_beyond(
+    client, schema, field, body
+):
+    await client.post("/queues", json={"name": "q"})
+    limits = openapi.document()["components"]["schemas"][schema]["properties"][field]
+    path = "/queues" if schema == "QueueSettings" else "/queues/q/messages"
+    for value in (limits["minimum"], limits["maximum"]):
+        await client.delete("/queues/x")
+        assert (await client.post(path, json=body(value))).status in (200, 201), (field, value)
+    for value in (limits["maximum"] + 1, limits["minimum"] - 1):
+        await client.delete("/queues/x")
+        assert (await client.post(path, json=body(value))).status == 400, (field, value)
 
 
 async def test_the_document_is_served(client):

@@ -1,4 +1,4 @@
-"""Standard input as a stream of records, sent in batches without reading everything first.
+"""Sending from the shell: standard input as records, sent in batches without reading it all first.
 
 A batch leaves when it is full, or as soon as the input pauses: ``seq 1 100000 | mqctl send q
 --lines`` sends full batches of 1,000, while ``tail -f log | mqctl send q --lines`` sends each
