@@ -116,12 +116,13 @@ def response_for_error(request: web.Request, exc: Exception) -> web.Response:
     """The one place an exception becomes a reply: the status for its class, one sentence, and
     the error's code."""
     if isinstance(exc, MqError):
-        status = STATUS_OF_ERROR.get(type(exc), 500)
-        if type(exc) in REFUSALS:  # the disk's or the moment's, not mqd's own failure
+        kind = next(k for k in type(exc).__mro__ if k in STATUS_OF_ERROR or k is MqError)
+        status = STATUS_OF_ERROR.get(kind, 500)
+        if kind in REFUSALS:  # the disk's or the moment's, not mqd's own failure
             log.warning("%s %s refused: %s", request.method, request.path, exc)
         elif status >= 500:
             log.error("%s %s: %s", request.method, request.path, exc)
-        return error_response(status, str(exc), exc.code, EXTRA_HEADERS.get(type(exc)))
+        return error_response(status, str(exc), exc.code, EXTRA_HEADERS.get(kind))
     if isinstance(exc, web.HTTPException) and exc.status >= 400:
         headers = {k: v for k, v in exc.headers.items() if k in (hdrs.ALLOW, hdrs.RETRY_AFTER)}
         code = CODE_OF_STATUS.get(exc.status, "invalid_request")

@@ -145,7 +145,8 @@ class Key:
             "type": "string",
             "minLength": 1,
             "maxLength": protocol.MAX_IDEMPOTENCY_KEY_LENGTH,
-            "description": self.description,
+            "pattern": "^[^\\u0000]*$",
+            "description": self.description + " Valid Unicode (no lone surrogates), no NUL.",
         }
 
 
@@ -354,11 +355,7 @@ SCHEMAS: dict[str, Any] = {
             "queues": {"type": "integer"},
             "messages": {"type": "integer"},
             "waiting_receivers": {"type": "integer"},
-            "fsync": {
-                "type": ["string", "null"],
-                "enum": ["always", "off", None],
-                "description": "SQLite only.",
-            },
+            "fsync": {"enum": ["always", "off", None], "description": "SQLite's; null on PostgreSQL."},
         }
     ),
     "Failed": _object(

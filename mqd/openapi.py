@@ -107,13 +107,39 @@ def _operation(route: contract.Route, max_wait: float) -> dict[str, Any]:
     replies = {**contract.EVERY_ROUTE, **route.replies}
     operation["responses"] = {str(status): _reply(reply) for status, reply in sorted(replies.items())}
     if route.operation == "receiveMessages":
-        operation["responses"]["200"]["links"] = {
-            name: {
-                "operationId": target,
-                "description": description + " (when the receive leased one message)",
-                "parameters": {"name": "$request.path.name", "receipt": "$response.body#/receipt"},
+        links = {}
+        for name, (target, description) in LEASE_LINKS.items():
+            for suffix, where, which in (
+                ("", "#/receipt", "a receive of one message, with ?lease"),
+                ("First", "#/messages/0/receipt", "the first of a receive with ?count and ?lease"),
+            ):
+                links[name + suffix] = {
+                    "operationId": target,
+                    "description": f"{description} ({which})",
+                    "parameters": {"name": "$request.path.name", "receipt": f"$response.body{where}"},
+                }
+        operation["responses"]["200"]["links"] = links
+    if route.operation == "createQueue":
+        for status in ("200", "201"):
+            operation["responses"][status]["links"] = {
+                "send": {
+                    "operationId": "sendMessages",
+                    "description": "Send to the queue just declared.",
+                    "parameters": {"name": "$response.body#/name"},
+                },
+                "lease": {
+                    "operationId": "receiveMessages",
+                    "description": "Lease a message of the queue just declared, for 30 seconds.",
+                    "parameters": {"name": "$response.body#/name", "lease": 30},
+                },
             }
-            for name, (target, description) in LEASE_LINKS.items()
+    if route.operation == "sendMessages":
+        operation["responses"]["201"]["links"] = {
+            "lease": {
+                "operationId": "receiveMessages",
+                "description": "Lease a message of the queue just sent to, for 30 seconds.",
+                "parameters": {"name": "$request.path.name", "lease": 30},
+            }
         }
     return operation
 

@@ -25,6 +25,14 @@ async def send(client, content, queue="q", **fields):
     return (await response.json())["id"]
 
 
+async def until_waiting(client, receivers: int) -> None:
+    """Until ``receivers`` long-polls are in line, as /status counts them."""
+    deadline = asyncio.get_running_loop().time() + 10
+    while (await (await client.get("/status")).json())["waiting_receivers"] < receivers:
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.005)
+
+
 async def receive(client, queue="q", **params):
     response = await client.get(f"/queues/{queue}/messages", params={k: str(v) for k, v in params.items()})
     return response.status, (await response.json() if response.status == 200 else None)
@@ -178,7 +186,7 @@ async def test_count_returns_a_list_even_of_one(client):
 async def test_long_poll_answers_as_soon_as_a_message_arrives(client):
     await create(client)
     waiting = asyncio.ensure_future(receive(client, wait=10))
-    await asyncio.sleep(0.2)
+    await until_waiting(client, 1)
     assert not waiting.done()
     await send(client, "late")
     status, message = await asyncio.wait_for(waiting, 5)
@@ -196,9 +204,9 @@ async def test_long_poll_times_out_with_204(client):
 async def test_waiting_receivers_are_served_in_arrival_order_and_never_share(client):
     await create(client)
     waiters = []
-    for _ in range(5):
+    for count in range(1, 6):
         waiters.append(asyncio.ensure_future(receive(client, wait=10)))
-        await asyncio.sleep(0.05)
+        await until_waiting(client, count)
     for i in range(5):
         await send(client, i)
     results = await asyncio.gather(*waiters)
@@ -345,6 +353,7 @@ async def test_status_reports_totals(client):
         ("GET", "/queues/nope/messages", {}, 404),
         ("GET", "/queues/nope", {}, 404),
         ("DELETE", "/queues/nope", {}, 404),
+        ("DELETE", "/queues/dlq", {}, 409),
         ("DELETE", "/queues/nope/messages", {}, 404),
         ("GET", "/queues/q/messages?wait=61", {}, 400),
         ("GET", "/queues/q/messages?wait=-1", {}, 400),
@@ -380,7 +389,8 @@ async def test_status_reports_totals(client):
     ],
 )
 async def test_errors_have_the_right_status_a_sentence_and_a_code(client, method, path, kwargs, status):
-    await create(client)
+    await create(client, "dlq")
+    await create(client, "q", max_attempts=3, dead_letter_queue="dlq")
     response = await client.request(method, path, **kwargs)
     assert response.status == status
     if method != "HEAD":
@@ -469,7 +479,7 @@ async def test_refusals_for_a_while_are_warnings_not_errors(aiohttp_client, make
     client = await aiohttp_client(create_app(make_config(max_waiters=1)))
     await create(client)
     waiting = asyncio.ensure_future(receive(client, wait=5))
-    await asyncio.sleep(0.3)
+    await until_waiting(client, 1)
     refused = await client.get("/queues/q/messages", params={"wait": "5"})
     assert refused.status == 503
     records = [r for r in caplog.records if r.name == "mqd.api"]

@@ -297,7 +297,12 @@ def test_ctrl_c_exits_130(running, command):
     process = subprocess.Popen(
         [MQCTL, *command], env={**os.environ, **running.env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
-    time.sleep(1)  # it is waiting for messages, or drawing
+    deadline = time.monotonic() + 10  # until it waits for messages, or has drawn once
+    while command[0] != "top" and json.loads(running("status", "--json").stdout)["waiting_receivers"] < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    if command[0] == "top":
+        process.stdout.readline()
     process.send_signal(signal.SIGINT)
     assert process.wait(15) == EXIT_INTERRUPTED
 

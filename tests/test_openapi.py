@@ -84,7 +84,10 @@ def test_a_leased_receive_links_to_ack_extend_and_release_with_its_receipt():
     receive = openapi.document()["paths"]["/queues/{name}/messages"]["get"]
     links = receive["responses"]["200"]["links"]
     assert {link["operationId"] for link in links.values()} == {"ackMessage", "extendLease", "releaseMessage"}
-    assert all(link["parameters"]["receipt"] == "$response.body#/receipt" for link in links.values())
+    receipts = {link["parameters"]["receipt"] for link in links.values()}
+    assert receipts == {"$response.body#/receipt", "$response.body#/messages/0/receipt"}
+    send = openapi.document()["paths"]["/queues/{name}/messages"]["post"]
+    assert send["responses"]["201"]["links"]["lease"]["parameters"]["lease"] == 30  # so receipts exist
 
 
 def test_the_bearer_token_is_a_security_scheme():
