@@ -18,6 +18,8 @@ from . import protocol
 from .errors import InvalidArgument
 
 SHOWN_CHARACTERS = 40  # of a client's value quoted back in an error
+_INTEGER_TEXT = re.compile(r"-?[0-9]{1,30}")
+_NUMBER_TEXT = re.compile(r"-?[0-9]{1,30}(?:\.[0-9]{1,30})?(?:[eE][+-]?[0-9]{1,4})?")
 
 
 def quoted(text: str) -> str:
@@ -72,8 +74,12 @@ class Number:
         return int(value) if self.integer else float(value)
 
     def parse_text(self, text: str) -> float | int:
-        """A query parameter's value."""
+        """A query parameter's value, written as JSON writes a number: ASCII digits only, no
+        spaces, underscores, signs or other scripts' digits (which Python's int() would take)."""
+        grammar = _INTEGER_TEXT if self.integer else _NUMBER_TEXT
         try:
+            if grammar.fullmatch(text) is None:
+                raise ValueError(text)
             value = int(text) if self.integer else float(text)
         except ValueError:
             raise InvalidArgument(

@@ -458,6 +458,31 @@ async def test_a_refused_value_says_what_arrived(client, body, said):
     assert response.status == 400 and said in (await response.json())["error"]
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"count": "\u0663"},  # an Arabic-Indic 3: Python's int() takes it
+        {"count": " 3"},
+        {"count": "1_0"},
+        {"count": "+3"},
+        {"count": "3\n"},
+        {"count": "3.0"},
+        {"wait": "\uff10"},  # a fullwidth 0
+        {"lease": "1_0"},
+        {"lease": "30 "},
+        {"lease": ".5e1"},
+    ],
+)
+async def test_query_numbers_are_written_as_json_writes_them(client, query):
+    """What the OpenAPI document calls an integer or a number, and nothing that merely converts
+    to one (schemathesis' negative tests caught a count of ' 3' taken as 3)."""
+    await create(client)
+    await send(client, "kept")
+    response = await client.get("/queues/q/messages", params=query)
+    assert response.status == 400 and (await response.json())["code"] == "invalid_request"
+    assert (await receive(client))[1]["content"] == "kept"
+
+
 @pytest.mark.parametrize("path", ["/status", "/queues", "/queues/q", "/queues/nope", "/openapi.json"])
 async def test_json_replies_end_with_a_newline(client, path):
     await create(client)
