@@ -206,7 +206,9 @@ def daemon_options(command):
         [
             click.option("--host", help="Address mqd listens on (default 127.0.0.1)."),
             click.option("--port", type=click.IntRange(0, 65535), help="Port mqd listens on (default 8000)."),
-            click.option("--store", metavar="URL", help="postgresql://…: queues in PostgreSQL (see docs/scaling.md)."),
+            click.option(
+                "--store", metavar="URL", help="postgresql://…: queues in PostgreSQL (see docs/scaling.md)."
+            ),
             data_dir_options,
             click.option(
                 "--log-file",

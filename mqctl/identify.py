@@ -119,7 +119,11 @@ def _ask(url: str, token: str | None, pid: int | None) -> Report:
         except DaemonTimeout as exc:
             return Report(running=True, url=url, pid=pid, problem=str(exc))
         except ApiError as exc:
-            if exc.code == "store_failed" and isinstance(exc.body, dict) and "pid" in exc.body:
+            if (
+                exc.code in ("store_failed", "store_unavailable")
+                and isinstance(exc.body, dict)
+                and "pid" in exc.body
+            ):
                 return Report(
                     running=True, url=url, pid=exc.body.get("pid"), state=exc.body, problem=exc.message
                 )

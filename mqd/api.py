@@ -15,7 +15,6 @@ import functools
 import logging
 import os
 import re
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -154,7 +153,7 @@ async def _receipt(request: web.Request) -> tuple[str, str]:
 
 def _queue_reply(request: web.Request, stats, status: int = 200) -> web.Response:
     counters = _broker(request).counters_for(stats.queue.name)
-    return json_reply(replies.queue_dict(stats, time.time(), counters), status)
+    return json_reply(replies.queue_dict(stats, _broker(request).clock(), counters), status)
 
 
 # -- queues -------------------------------------------------------------------------------------
@@ -173,7 +172,7 @@ async def create_queue(request: web.Request) -> web.Response:
 async def list_queues(request: web.Request) -> web.Response:
     parsing.check_query(request)
     broker = _broker(request)
-    now = time.time()
+    now = broker.clock()
     queues = [
         replies.queue_dict(s, now, broker.counters_for(s.queue.name)) for s in await broker.list_queues()
     ]
@@ -212,7 +211,7 @@ async def send_messages(request: web.Request) -> web.Response:
     messages, batch = await parsing.read_send(request)
     result = await _broker(request).send(name, messages)
     if batch:
-        return json_reply(replies.ids_json(result.ids), 201)
+        return json_reply(replies.ids_json(result.ids, result.duplicates), 201)
     if result.duplicates[0]:
         return json_reply({"id": result.ids[0], "duplicate": True}, 200)
     return json_reply({"id": result.ids[0]}, 201)
@@ -314,20 +313,28 @@ async def get_status(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     failure = broker.store.failure()
     if failure is not None:  # unhealthy: say why, with a status a health check notices
-        body = {"status": "failed", "error": failure, "code": StorageFailed.code, **identity(request)}
-        return json_reply(body, 503)
-    totals = await broker.totals()
+        return _unhealthy(request, "failed", failure, StorageFailed.code)
+    try:
+        totals = await broker.totals()
+    except (StorageFailed, StorageUnavailable) as exc:
+        return _unhealthy(request, "unavailable", str(exc), exc.code)
     return json_reply(
         {
             "status": "ok",
             **identity(request),
-            "uptime_seconds": round(time.time() - broker.started_at, 3),
+            "uptime_seconds": round(broker.clock() - broker.started_at, 3),
             "queues": totals.queues,
             "messages": totals.messages,
             "waiting_receivers": broker.waiting_receivers,
             "fsync": config.fsync if broker.store.kind == "sqlite" else None,
         }
     )
+
+
+def _unhealthy(request: web.Request, status: str, error: str, code: str) -> web.Response:
+    """/status's 503: the same identity as a 200, and why (the shape of contract's Failed)."""
+    body = {"status": status, "error": error, "code": code, **identity(request)}
+    return json_reply(body, 503, EXTRA_HEADERS[StorageUnavailable] if status == "unavailable" else None)
 
 
 async def get_metrics(request: web.Request) -> web.Response:

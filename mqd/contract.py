@@ -312,7 +312,17 @@ SCHEMAS: dict[str, Any] = {
             "duplicate": {"type": "boolean", "const": True},
         }
     ),
-    "SentBatch": _object({"ids": {"type": "array", "items": {"type": "integer"}}}),
+    "SentBatch": _object(
+        {
+            "ids": {"type": "array", "items": {"type": "integer"}, "description": "One per item, in order."},
+            "duplicates": {
+                "type": "array",
+                "items": {"type": "integer"},
+                "description": "Positions of the items whose idempotency key repeated an earlier send: "
+                "their id is that send's, and nothing new was stored for them.",
+            },
+        }
+    ),
     "Message": _object(
         {
             "id": {"type": "integer"},
@@ -366,7 +376,11 @@ SCHEMAS: dict[str, Any] = {
     ),
     "Failed": _object(
         {
-            "status": {"type": "string", "const": "failed"},
+            "status": {
+                "type": "string",
+                "enum": ["failed", "unavailable"],
+                "description": "failed: until mqd is restarted; unavailable: the store cannot be reached now.",
+            },
             "error": {"type": "string"},
             "code": {"type": "string"},
             **_IDENTITY,
@@ -423,7 +437,14 @@ ROUTES: tuple[Route, ...] = (
         "getStatus",
         "daemon",
         "Health, identity and totals of the daemon",
-        {200: Reply("Running.", "Status"), 503: Reply("The store has failed.", "Failed", ("store_failed",))},
+        {
+            200: Reply("Running.", "Status"),
+            503: Reply(
+                "The store has failed, or cannot be reached now.",
+                "Failed",
+                ("store_failed", "store_unavailable"),
+            ),
+        },
     ),
     Route(
         "GET",
@@ -567,6 +588,23 @@ ROUTES: tuple[Route, ...] = (
         body="Empty",
         body_required=False,
     ),
+)
+# Every route that writes may meet a full disk: SQLite needs room even to delete (mqd keeps a
+# reserve for receives and acks, but a disk filled by something else is full for them too).
+WRITING = {
+    "createQueue",
+    "deleteQueue",
+    "sendMessages",
+    "receiveMessages",
+    "purgeQueue",
+    "ackMessage",
+    "releaseMessage",
+    "extendLease",
+    "redriveQueue",
+}
+ROUTES = tuple(
+    dataclasses.replace(route, replies={**route.replies, 507: FULL}) if route.operation in WRITING else route
+    for route in ROUTES
 )
 
 # Replies every route may give, whatever it does.

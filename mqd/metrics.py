@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import bisect
 import os
-import time
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -87,7 +86,7 @@ class Metrics:
         family("mq_build_info", "gauge", "The running mqd's version.")
         out.append(f'mq_build_info{{version="{__version__}"}} 1')
         family("mq_uptime_seconds", "gauge", "Seconds since mqd started.")
-        out.append(f"mq_uptime_seconds {time.time() - broker.started_at:.3f}")
+        out.append(f"mq_uptime_seconds {broker.clock() - broker.started_at:.3f}")
         family("mq_waiting_receivers", "gauge", "Long-poll receivers waiting for a message.")
         out.append(f"mq_waiting_receivers {broker.waiting_receivers}")
 
@@ -112,7 +111,7 @@ class Metrics:
         family("mq_queue_dead_lettered", "gauge", "Messages of a queue now waiting in its dead-letter queue.")
         out += [f'mq_queue_dead_lettered{{queue="{_label(s.queue.name)}"}} {s.dead_lettered}' for s in queues]
         family("mq_queue_oldest_ready_age_seconds", "gauge", "Age of a queue's oldest ready message.")
-        now = time.time()
+        now = broker.clock()
         for stats in queues:
             if stats.oldest_ready_at is not None:
                 age = max(0.0, now - stats.oldest_ready_at)

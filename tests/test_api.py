@@ -255,6 +255,28 @@ async def test_idempotency_key_header_makes_a_retry_harmless(client):
     assert (await (await client.get("/queues/q")).json())["messages"] == 1
 
 
+async def test_a_batch_says_which_items_repeated_an_earlier_key(client):
+    await create(client)
+    first = await send(client, "a", key="k1")
+    response = await client.post(
+        "/queues/q/messages",
+        json={
+            "messages": [
+                {"content": "again", "key": "k1"},
+                {"content": "b"},
+                {"content": "c", "key": "k2"},
+                {"content": "c again", "key": "k2"},
+            ]
+        },
+    )
+    body = await response.json()
+    assert response.status == 201
+    assert body["ids"][0] == first and body["ids"][3] == body["ids"][2] != body["ids"][1]
+    assert body["duplicates"] == [0, 3]
+    plain = await (await client.post("/queues/q/messages", json={"messages": [{"content": 1}]})).json()
+    assert plain["duplicates"] == []
+
+
 async def test_dead_letters_and_redrive(client):
     await create(client, "dlq")
     await create(client, "q", max_attempts=1, dead_letter_queue="dlq")

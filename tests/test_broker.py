@@ -133,10 +133,18 @@ async def test_a_cancelled_waiting_receiver_leaves_the_line_at_once_and_passes_i
 
 
 @pytest.mark.parametrize("lease", [None, 30], ids=["consume", "lease"])
-async def test_messages_taken_for_a_receiver_cancelled_meanwhile_are_put_back(broker, lease):
+async def test_messages_taken_for_a_receiver_cancelled_meanwhile_are_put_back(broker, store, monkeypatch, lease):
     (sent,) = (await broker.send("q", message("x"))).ids
+    asked = asyncio.Event()
+    take = store.take
+
+    def watched_take(*args, **kwargs):  # the real store's take, noticed as it is asked
+        asked.set()
+        return take(*args, **kwargs)
+
+    monkeypatch.setattr(store, "take", watched_take)
     taking = asyncio.ensure_future(broker.receive("q", count=5, lease=lease))
-    await asyncio.sleep(0)  # it has asked the store, which goes on without it
+    await asked.wait()  # it has asked the store, which goes on without it
     taking.cancel()
     with pytest.raises(asyncio.CancelledError):
         await taking

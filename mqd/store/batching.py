@@ -1,5 +1,5 @@
 """Group commit for every store: writes that arrive together are committed together, and writes
-of one kind share their SQL.
+of one kind share their SQL. The one batching layer; a store only says how to commit a batch.
 
 Why: a durable commit costs an fsync (~0.1-1 ms, and a network round trip for PostgreSQL), far
 more than the SQL around it. While one batch commits, the operations that arrive queue up; the
@@ -10,11 +10,15 @@ An operation is a kind and a request. For each kind the store gives one function
 ``run_all(transaction, requests)``, that carries out every request of that kind in the batch at
 once (sixteen sends to one queue become one INSERT of sixteen rows) and returns one result per
 request, in order; a result that is an ``MqError`` is that request's answer (a stale receipt)
-and fails it alone. An exception raised is a fault: it undoes what that kind did, and each of its
-requests is tried again on its own so that only the faulty one fails (with InternalError, the
-fault logged). Only a failure of the store itself (the disk, the connection) fails a batch.
-Kinds are grouped in the order they first appear: operations in one batch were concurrent, so
-no order among them was promised.
+and fails it alone. The batch's operations are grouped by kind, in the order kinds first appear
+(operations in one batch were concurrent, so no order among them was promised), and handed to
+the store's ``Committer`` as one transaction.
+
+Faults stay with the request that caused them. A group whose ``run_all`` raised is undone by the
+committer while the other groups commit; an ``MqError`` it raised is the answer of every request
+in it (its queue was deleted meanwhile), anything else is a fault: each of its requests is then
+committed again on its own, so that only the faulty one fails (with InternalError, the fault
+logged). Only a failure of the store itself (the disk, the connection) fails a whole batch.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import InternalError, MqError
 
@@ -43,12 +47,24 @@ class Operation:
         self.request = request
 
 
-def by_kind(items: list, operation: Callable[[Any], Operation] = lambda item: item[0]) -> list[list]:
-    """``items`` grouped by their operation's kind, groups in order of first appearance."""
-    groups: dict[Hashable, list] = {}
-    for item in items:
-        groups.setdefault(operation(item).kind, []).append(item)
-    return list(groups.values())
+class Group:
+    """The operations of one kind in a batch: ``run_all(transaction, requests)`` runs them."""
+
+    __slots__ = ("futures", "requests", "run_all")
+
+    def __init__(self, run_all: Callable, requests: list, futures: list[asyncio.Future]) -> None:
+        self.run_all = run_all
+        self.requests = requests
+        self.futures = futures
+
+
+class Committer(Protocol):
+    """How a store commits a batch: every group in one transaction, each group's results (a
+    list, one per request) or the exception its ``run_all`` raised, in order. A group that raised
+    must leave no effect, while the others commit. Raise an ``MqError`` only when the store as a
+    whole failed the batch (every operation in it gets that error)."""
+
+    async def commit(self, groups: list[Group]) -> list[list | BaseException]: ...
 
 
 def fault(exc: BaseException) -> InternalError:
@@ -56,36 +72,37 @@ def fault(exc: BaseException) -> InternalError:
     return InternalError()
 
 
-class AsyncBatcher:
-    """Group commit for a store with an asynchronous driver (PostgreSQL): one transaction per
-    batch, taken from ``transaction()`` (an async context manager yielding a connection).
+def _groups(batch: list[tuple[Operation, asyncio.Future]]) -> list[Group]:
+    by_kind: dict[Hashable, Group] = {}
+    for operation, future in batch:
+        group = by_kind.get(operation.kind)
+        if group is None:
+            group = by_kind[operation.kind] = Group(operation.run_all, [], [])
+        group.requests.append(operation.request)
+        group.futures.append(future)
+    return list(by_kind.values())
 
-    ``store_failure(exc)`` turns an exception that means the store as a whole failed (a lost
-    connection) into the MqError every operation of the batch gets; for any other exception it
-    returns None and the batch is retried one operation at a time.
-    """
 
-    def __init__(
-        self,
-        transaction: Callable[[], Any],
-        store_failure: Callable[[BaseException], MqError | None],
-        *,
-        concurrency: int = 1,
-    ) -> None:
-        self._transaction = transaction
-        self._store_failure = store_failure
+class Batcher:
+    """Collects operations on the event loop and commits them in batches through ``committer``,
+    at most ``concurrency`` batches at a time (1 for a store with one writer)."""
+
+    def __init__(self, committer: Committer, *, concurrency: int = 1) -> None:
+        self._committer = committer
         self._concurrency = concurrency
         self._pending: list[tuple[Operation, asyncio.Future]] = []
         self._workers: set[asyncio.Task] = set()
         self._working = 0  # workers taking batches; one starts when there is work and room
-        self.on_commit: Callable[[float, int], None] | None = None
+        self.on_commit: Callable[[float, int], None] | None = None  # (seconds, operations)
 
     async def run(self, operation: Operation) -> Any:
-        future = asyncio.get_running_loop().create_future()
+        """Queue ``operation`` and wait until its batch has been committed."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         self._pending.append((operation, future))
         if self._working < self._concurrency and self._working < len(self._pending):
             self._working += 1  # counted here and uncounted by the worker itself, never late
-            worker = asyncio.get_running_loop().create_task(self._work())
+            worker = loop.create_task(self._work())
             self._workers.add(worker)
             worker.add_done_callback(self._workers.discard)
         return await future
@@ -97,44 +114,58 @@ class AsyncBatcher:
 
     async def _work(self) -> None:
         try:
-            await self._work_through()
+            while self._pending:
+                batch = self._pending[:MAX_OPERATIONS_PER_BATCH]
+                del self._pending[: len(batch)]
+                started = time.perf_counter()
+                await self._commit(_groups(batch))
+                if self.on_commit is not None:
+                    self.on_commit(time.perf_counter() - started, len(batch))
         finally:
             self._working -= 1
 
-    async def _work_through(self) -> None:
-        while self._pending:
-            batch = self._pending[:MAX_OPERATIONS_PER_BATCH]
-            del self._pending[: len(batch)]
-            started = time.perf_counter()
-            results = await self._commit(batch)
-            if self.on_commit is not None:
-                self.on_commit(time.perf_counter() - started, len(batch))
-            for (_, future), (ok, value) in zip(batch, results, strict=True):
-                if future.cancelled():
-                    continue
-                if ok:
-                    future.set_result(value)
-                else:
-                    future.set_exception(value)
-
-    async def _commit(self, batch: list) -> list[tuple[bool, Any]]:
-        """(ok, value) for each operation of ``batch``."""
+    async def _commit(self, groups: list[Group]) -> None:
+        """Commit ``groups`` and settle their futures; a group that faulted is committed again
+        one request at a time."""
         try:
-            return await self._in_one_transaction(batch)
-        except Exception as exc:
-            failure = self._store_failure(exc)
-            if failure is not None:
-                return [(False, failure)] * len(batch)
-            if len(batch) == 1:
-                return [(False, fault(exc))]
-        # A fault: find the operation it belongs to by trying each on its own.
-        return [result for item in batch for result in await self._commit([item])]
+            outcomes = await self._committer.commit(groups)
+        except MqError as failure:  # the store failed the batch as a whole
+            for group in groups:
+                _settle_all(group.futures, failure)
+            return
+        except Exception as exc:  # a committer's own bug: nothing was committed
+            error = fault(exc)
+            for group in groups:
+                _settle_all(group.futures, error)
+            return
+        retry: list[Group] = []
+        for group, outcome in zip(groups, outcomes, strict=True):
+            if isinstance(outcome, MqError):
+                _settle_all(group.futures, outcome)
+            elif isinstance(outcome, BaseException):
+                if len(group.requests) == 1:
+                    _settle_all(group.futures, fault(outcome))
+                else:  # which of them was it? each on its own, so that only that one fails
+                    retry += [
+                        Group(group.run_all, [request], [future])
+                        for request, future in zip(group.requests, group.futures, strict=True)
+                    ]
+            else:
+                for future, value in zip(group.futures, outcome, strict=True):
+                    _settle(future, value)
+        if retry:
+            await self._commit(retry)
 
-    async def _in_one_transaction(self, batch: list) -> list[tuple[bool, Any]]:
-        results: dict[int, tuple[bool, Any]] = {}
-        async with self._transaction() as connection:
-            for group in by_kind(batch):
-                values = await group[0][0].run_all(connection, [operation.request for operation, _ in group])
-                for (_, future), value in zip(group, values, strict=True):
-                    results[id(future)] = (not isinstance(value, MqError), value)
-        return [results[id(future)] for _, future in batch]
+
+def _settle(future: asyncio.Future, value: Any) -> None:
+    if future.cancelled():
+        return
+    if isinstance(value, MqError):
+        future.set_exception(value)
+    else:
+        future.set_result(value)
+
+
+def _settle_all(futures: list[asyncio.Future], error: MqError) -> None:
+    for future in futures:
+        _settle(future, error)

@@ -14,7 +14,6 @@ asyncpg is imported here only: SQLite users need not install it (``pip install '
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 from collections.abc import Sequence
@@ -39,7 +38,7 @@ from ..model import (
 )
 from . import postgres_writes
 from .base import Store, StoreListener
-from .batching import AsyncBatcher, Operation
+from .batching import Batcher, Group, Operation
 from .postgres_migrations import NAME, SCHEMA_VERSION, UPGRADES, channel, tables
 from .postgres_writes import Changes, Writes
 
@@ -111,7 +110,7 @@ class PostgresStore(Store):
         self.node = secrets.token_hex(6)  # tells our own notifications from other nodes'
         self.application = f"mqd {self.node}"  # how this node's connections show in pg_stat_activity
         self._writes = Writes(self.schema, self.node)
-        self._batcher = AsyncBatcher(self._transaction, store_failure, concurrency=BATCHES_IN_FLIGHT)
+        self._batcher = Batcher(self, concurrency=BATCHES_IN_FLIGHT)
         self._pool: asyncpg.Pool | None = None
         self._listener: StoreListener | None = None
         self._listening: asyncpg.Connection | None = None
@@ -257,12 +256,29 @@ class PostgresStore(Store):
 
     # -- writes: one transaction per batch -------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def _transaction(self):
-        async with self._pool.acquire() as connection, connection.transaction():
-            changes = Changes(connection)
-            yield changes
-            await self._writes.finish(changes)
+    async def commit(self, groups: list[Group]) -> list[list | BaseException]:
+        """The Committer of batching.py: every group in one transaction. A group that raises
+        aborts it; the others are then committed again without it (PostgreSQL has savepoints,
+        but each costs two round trips on every batch, and a fault is rare)."""
+        outcomes: list[list | BaseException | None] = [None] * len(groups)
+        remaining = list(range(len(groups)))
+        while remaining:
+            try:
+                async with self._pool.acquire() as connection, connection.transaction():
+                    changes = Changes(connection)
+                    for index in remaining:
+                        outcomes[index] = await _run_group(groups[index], changes, index)
+                    await self._writes.finish(changes)
+                break
+            except _GroupFailed as failed:
+                outcomes[failed.index] = failed.cause
+                remaining.remove(failed.index)
+            except Exception as exc:
+                failure = store_failure(exc)
+                if failure is None:
+                    raise
+                raise failure from None
+        return outcomes
 
     async def _write(self, kind, run_all, request):
         return await self._batcher.run(Operation(kind, run_all, request))
@@ -405,6 +421,21 @@ class PostgresStore(Store):
                 queue_id,
             )
         )
+
+
+class _GroupFailed(Exception):
+    def __init__(self, index: int, cause: BaseException) -> None:
+        self.index = index
+        self.cause = cause
+
+
+async def _run_group(group: Group, changes: Changes, index: int) -> list:
+    try:
+        return await group.run_all(changes, group.requests)
+    except Exception as exc:
+        if store_failure(exc) is not None:
+            raise
+        raise _GroupFailed(index, exc) from exc
 
 
 def _bound(run_all, **fixed):

@@ -37,7 +37,7 @@ from ..model import (
 )
 from . import sqlite_reads
 from .base import Store
-from .batching import Operation
+from .batching import Batcher, Operation
 from .high_water import HIGH_WATER_FILE, HighWaterMark
 from .sqlite_tables import APPLICATION_ID, SCHEMA, SCHEMA_VERSION
 from .sqlite_threads import Reader, Writer
@@ -79,13 +79,14 @@ class SQLiteStore(Store):
             after_commit=self._record_high_water,
             after_rollback=self._writes.load,
         )
+        self._batcher = Batcher(self._writer)  # one batch at a time: SQLite has one writer
         self._reader = Reader(self._connect_reader)
 
     def location(self) -> str:
         return str(self.data_dir.absolute())
 
     def observe_commits(self, observer: Callable[[float, int], None]) -> None:
-        self._writer.on_commit = observer
+        self._batcher.on_commit = observer
 
     def failure(self) -> str | None:
         failure = self._writer.failure
@@ -117,6 +118,7 @@ class SQLiteStore(Store):
             log.info("checked %s: %s", self.path, verify(self.path, self._mark))
 
     async def close(self) -> None:
+        await self._batcher.close()
         await self._reader.stop()
         await self._writer.stop()
         self._mark.close()
@@ -222,10 +224,10 @@ class SQLiteStore(Store):
     # -- the primitives: writes go to the writer, reads to the reader ----------------------------
 
     async def _write(self, kind, run_all: Callable, request) -> object:
-        return await self._writer.run(Operation(kind, run_all, request))
+        return await self._batcher.run(Operation(kind, run_all, request))
 
     async def _alone(self, run_all: Callable, request) -> object:
-        return await self._writer.run(Operation(object(), run_all, request))
+        return await self._batcher.run(Operation(object(), run_all, request))
 
     async def create_queue(self, name: str, settings: QueueSettings, now: float) -> tuple[Queue, bool]:
         return await self._write("create", self._writes.create_queues, (name, settings, now))

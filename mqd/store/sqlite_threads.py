@@ -1,11 +1,11 @@
-"""The two threads that own the SQLite store's connections: the writer, which commits batches
-(group commit, see batching.py), and the reader, which answers reads from its own read-only
+"""The two threads that own the SQLite store's connections: the writer, which commits the
+batches batching.py forms (group commit), and the reader, which answers reads from its own read-only
 connection. In WAL mode a reader never waits for the writer, so stats, peeks and health checks
 do not queue behind fsyncs. The event loop never blocks on SQLite.
 
-The writer runs each kind of operation in a batch inside a savepoint of its own: one that raises
-is undone alone and the rest of the batch still commits (see batching.py for what counts as the
-operation's answer and what as a fault). Only a store-wide SQLite error fails the whole batch:
+The writer runs each group of a batch (the operations of one kind) inside a savepoint of its
+own: one that raises is undone alone and the rest of the batch still commits (batching.py decides
+what that means for its requests). Only a store-wide SQLite error fails the whole batch:
 a full disk is answered StorageFull; an I/O error or damage puts the store in its failed state.
 """
 
@@ -17,12 +17,11 @@ import logging
 import queue
 import sqlite3
 import threading
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ..errors import MqError, StorageFailed, StorageFull
-from .batching import MAX_OPERATIONS_PER_BATCH, Operation, by_kind, fault
+from .batching import Group, fault
 
 log = logging.getLogger("mqd.store")
 
@@ -94,7 +93,7 @@ class _Thread:
         """Answer requests until asked to stop; returns the futures of the stop requests."""
         while True:
             batch = [self._pending.get()]
-            while len(batch) < MAX_OPERATIONS_PER_BATCH:
+            while True:
                 try:
                     batch.append(self._pending.get_nowait())
                 except queue.Empty:
@@ -146,7 +145,8 @@ def _read_error(exc: BaseException) -> MqError:
 
 
 class Writer(_Thread):
-    """Runs write operations on one connection, committing them in batches."""
+    """Commits batches on one connection: the SQLite store's Committer (see batching.py). Each
+    group of a batch runs inside a savepoint of its own, so one that raises is undone alone."""
 
     def __init__(
         self,
@@ -160,72 +160,58 @@ class Writer(_Thread):
         self._before_batch = before_batch  # per-batch bookkeeping (the free-space look)
         self._after_commit = after_commit  # durable bookkeeping, before anyone hears back
         self._after_rollback = after_rollback  # reread what the store keeps in memory
-        self._failure: MqError | None = None  # once set, every operation fails with it
-        self.on_commit: Callable[[float, int], None] | None = None  # (seconds, operations)
+        self._failure: MqError | None = None  # once set, every batch fails with it
 
     @property
     def failure(self) -> MqError | None:
         return self._failure
 
-    async def run(self, operation: Operation) -> Any:
-        """Queue ``operation`` and wait until it has been committed."""
-        return await self._submit(operation)
+    async def commit(self, groups: list[Group]) -> list[list | BaseException]:
+        return await self._submit(groups)
 
     def _handle(self, connection: sqlite3.Connection, work: list) -> list:
-        started = time.perf_counter()
-        results = self._commit(connection, work)
-        if self.on_commit is not None:
-            self.on_commit(time.perf_counter() - started, len(work))
+        results = []
+        for groups, future in work:
+            try:
+                results.append((future, True, self._commit(connection, groups)))
+            except Exception as exc:
+                results.append((future, False, exc))
         return results
 
-    def _commit(self, connection: sqlite3.Connection, work: list) -> list:
+    def _commit(self, connection: sqlite3.Connection, groups: list[Group]) -> list[list | BaseException]:
         if self._failure is not None:
-            return [(future, False, self._failure) for _, future in work]
-        results = []
+            raise self._failure
         try:
             self._before_batch(connection)
             connection.execute("BEGIN IMMEDIATE")
-            for group in by_kind(work):
-                results += self._run_group(connection, group)
+            outcomes = [self._run_group(connection, group) for group in groups]
             connection.execute("COMMIT")
         except sqlite3.Error as exc:
             error = self._storage_error(exc)
             self._rollback(connection)
-            return [(future, False, error) for _, future in work]
-        except BaseException as exc:
+            raise error from None
+        except BaseException:
             self._rollback(connection)
-            error = fault(exc)
-            return [(future, False, error) for _, future in work]
+            raise
         try:
             self._after_commit()
         except OSError as exc:
-            error = self._fail(f"recording the commit failed ({exc.strerror or exc})")
-            return [(future, False, error) for _, future in work]
-        return results
+            raise self._fail(f"recording the commit failed ({exc.strerror or exc})") from None
+        return outcomes
 
-    def _run_group(self, connection: sqlite3.Connection, group: list) -> list:
-        """Run a group of operations of one kind inside a savepoint of its own; returns
-        (future, ok, value) for each."""
+    def _run_group(self, connection: sqlite3.Connection, group: Group) -> list | BaseException:
+        """Run one group inside a savepoint: its results, or what it raised (and it is undone)."""
         connection.execute("SAVEPOINT operation")
         try:
-            values = group[0][0].run_all(connection, [operation.request for operation, _ in group])
-        except MqError as exc:
-            connection.execute("ROLLBACK TO operation")
-            values = [exc] * len(group)
+            outcome = group.run_all(connection, group.requests)
         except Exception as exc:
             if _is_store_failure(exc):
                 raise
             connection.execute("ROLLBACK TO operation")
             self._after_rollback(connection)
-            if len(group) > 1:  # which of them was it? each on its own, so that only that one fails
-                connection.execute("RELEASE operation")
-                return [result for item in group for result in self._run_group(connection, [item])]
-            values = [fault(exc)]
+            outcome = exc
         connection.execute("RELEASE operation")
-        return [
-            (future, not isinstance(value, MqError), value)
-            for (_, future), value in zip(group, values, strict=True)
-        ]
+        return outcome
 
     def _storage_error(self, exc: sqlite3.Error) -> MqError:
         code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
