@@ -379,7 +379,8 @@ SCHEMAS: dict[str, Any] = {
             "status": {
                 "type": "string",
                 "enum": ["failed", "unavailable"],
-                "description": "failed: until mqd is restarted; unavailable: the store cannot be reached now.",
+                "description": "failed: until mqd is restarted; "
+                "unavailable: the store cannot be reached now.",
             },
             "error": {"type": "string"},
             "code": {"type": "string"},

@@ -18,7 +18,9 @@ _encode_compact = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separator
 def ids_json(ids: list[int], duplicates: list[bool]) -> str:
     """A batch's ids, and the positions of the items whose idempotency key repeated an earlier
     send (their id is that send's: nothing new was stored for them)."""
-    repeated = ",".join(str(i) for i, duplicate in enumerate(duplicates) if duplicate) if any(duplicates) else ""
+    repeated = ""
+    if any(duplicates):
+        repeated = ",".join(str(i) for i, duplicate in enumerate(duplicates) if duplicate)
     return '{"ids":[' + ",".join(map(str, ids)) + '],"duplicates":[' + repeated + "]}"
 
 

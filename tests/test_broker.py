@@ -133,7 +133,9 @@ async def test_a_cancelled_waiting_receiver_leaves_the_line_at_once_and_passes_i
 
 
 @pytest.mark.parametrize("lease", [None, 30], ids=["consume", "lease"])
-async def test_messages_taken_for_a_receiver_cancelled_meanwhile_are_put_back(broker, store, monkeypatch, lease):
+async def test_messages_taken_for_a_receiver_cancelled_meanwhile_are_put_back(
+    broker, store, monkeypatch, lease
+):
     (sent,) = (await broker.send("q", message("x"))).ids
     asked = asyncio.Event()
     take = store.take
