@@ -20,7 +20,15 @@ from typing import Any, NoReturn
 import click
 
 from mqd import __version__
-from mqd.protocol import DEFAULT_URL, MAX_BATCH, MAX_LEASE_SECONDS, MAX_WAIT_SECONDS
+from mqd.protocol import (
+    DEFAULT_URL,
+    MAX_ATTEMPTS,
+    MAX_BATCH,
+    MAX_DEDUP_WINDOW_SECONDS,
+    MAX_DELAY_SECONDS,
+    MAX_LEASE_SECONDS,
+    MAX_WAIT_SECONDS,
+)
 
 from . import output
 from .client import ApiError, BadUrl, Client, ClientError, DaemonTimeout, DaemonUnreachable
@@ -362,7 +370,9 @@ def _status_line(report) -> str:
 @cli.command()
 @queue_argument
 @click.option(
-    "--max-attempts", type=click.IntRange(1, 1000), help="Deliveries before a message is dead-lettered."
+    "--max-attempts",
+    type=click.IntRange(1, MAX_ATTEMPTS),
+    help="Deliveries before a message is dead-lettered.",
 )
 @click.option(
     "--dead-letter-queue",
@@ -371,7 +381,9 @@ def _status_line(report) -> str:
     help="Where messages go after --max-attempts.",
 )
 @click.option(
-    "--dedup-window", type=click.FloatRange(0), help="Seconds an idempotency key is remembered (300)."
+    "--dedup-window",
+    type=click.FloatRange(0, MAX_DEDUP_WINDOW_SECONDS),
+    help="Seconds an idempotency key is remembered (300).",
 )
 @url_option
 @json_option("Print the queue as JSON.")
@@ -467,7 +479,10 @@ def purge(ctx, queue, url) -> None:
     "--json", "as_json", is_flag=True, help="The message (or each line) is a JSON value, not a string."
 )
 @click.option(
-    "--delay", type=click.FloatRange(0), default=0, help="Seconds before the message can be received."
+    "--delay",
+    type=click.FloatRange(0, MAX_DELAY_SECONDS),
+    default=0,
+    help="Seconds before the message can be received.",
 )
 @click.option("--key", help="Idempotency key: a repeat within the dedup window is not enqueued again.")
 @url_option
@@ -564,7 +579,12 @@ def ack(ctx, queue, receipt, url) -> None:
 @cli.command()
 @queue_argument
 @click.argument("receipt")
-@click.option("--delay", type=click.FloatRange(0), default=0, help="Seconds before it can be received again.")
+@click.option(
+    "--delay",
+    type=click.FloatRange(0, MAX_DELAY_SECONDS),
+    default=0,
+    help="Seconds before it can be received again.",
+)
 @url_option
 @click.pass_context
 def release(ctx, queue, receipt, delay, url) -> None:
@@ -623,7 +643,7 @@ def redrive(ctx, queue, url) -> None:
 )
 @click.option(
     "--retry-delay",
-    type=click.FloatRange(0),
+    type=click.FloatRange(0, MAX_DELAY_SECONDS),
     default=0,
     help="Seconds before a failed message can be received again.",
 )

@@ -13,10 +13,12 @@ import select
 import sys
 from collections.abc import Callable, Iterator
 
+from mqd.protocol import MAX_BATCH
+
 from .output import counted
 
 READ_SIZE = 1 << 16
-MAX_BATCH_MESSAGES = 1000
+MAX_BATCH_MESSAGES = MAX_BATCH
 MAX_BATCH_BYTES = 512 * 1024  # well under the daemon's default 1 MiB body limit
 
 
