@@ -33,7 +33,13 @@ async def read_document(request: web.Request) -> tuple[str, Any] | None:
         raise web.HTTPUnsupportedMediaType(
             text=f"Bodies must be JSON (application/json), not {request.content_type}."
         )
-    raw = await request.read()
+    try:
+        raw = await request.read()
+    except web.RequestPayloadError:  # a Content-Encoding the body does not follow
+        encoding = request.headers.get(hdrs.CONTENT_ENCODING, "")
+        raise InvalidArgument(
+            f"The request body does not match its Content-Encoding {quoted(encoding)}."
+        ) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -107,7 +113,10 @@ MESSAGE_FIELDS = frozenset({"content", *contract.MESSAGE_FIELDS})
 async def read_send(request: web.Request) -> tuple[list[NewMessage], bool]:
     """The messages of a send, and whether it was a batch. Each content is the JSON text the
     client wrote (see jsontext.py), never a value decoded and encoded again."""
-    header = request.headers.get(protocol.IDEMPOTENCY_KEY_HEADER)
+    given = request.headers.getall(protocol.IDEMPOTENCY_KEY_HEADER, [])
+    if len(given) > 1:
+        raise InvalidArgument(f"The {protocol.IDEMPOTENCY_KEY_HEADER} header is given more than once.")
+    header = given[0] if given else None
     header_key = (
         None
         if header is None

@@ -20,7 +20,12 @@ from .errors import Forbidden, Unauthorized
 
 @functools.lru_cache(maxsize=256)
 def _host_is_loopback(host_header: str) -> bool:
-    host = host_header[1:].partition("]")[0] if host_header.startswith("[") else host_header.rsplit(":", 1)[0]
+    if host_header.startswith("["):
+        host, bracket, _ = host_header[1:].partition("]")
+        if not bracket:
+            return False  # "[::1" is no host at all
+    else:
+        host = host_header.rsplit(":", 1)[0]
     host = host.lower().rstrip(".")
     return is_loopback(host) or host.endswith(".localhost")  # RFC 6761: *.localhost is loopback
 
@@ -50,5 +55,7 @@ class RequestGuard:
             )
         if self._token is not None:
             scheme, _, given = headers.get("Authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self._token):
+            # Header bytes that are not UTF-8 arrive as surrogates: compare the bytes as sent.
+            sent = given.strip().encode("utf-8", "surrogateescape")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(sent, self._token):
                 raise Unauthorized("This mqd needs an access token: send Authorization: Bearer <token>.")

@@ -533,3 +533,14 @@ async def test_refusals_for_a_while_are_warnings_not_errors(aiohttp_client, make
     assert records and all(r.levelname == "WARNING" for r in records)
     await send(client, "x")
     await waiting
+
+
+async def test_an_idempotency_key_header_given_twice_is_refused_as_a_repeated_parameter_is(client):
+    await create(client)
+    response = await client.post(
+        "/queues/q/messages",
+        json={"content": 1},
+        headers=[("Idempotency-Key", "a"), ("Idempotency-Key", "b")],
+    )
+    assert response.status == 400 and "more than once" in (await response.json())["error"]
+    assert (await receive(client))[0] == 204

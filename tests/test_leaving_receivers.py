@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import re
+import socket
 import sqlite3
 import time
 from urllib.parse import parse_qs, urlsplit
@@ -165,3 +166,22 @@ async def test_messages_taken_as_the_client_left_are_put_back_at_once(daemon, le
     status, message, _ = daemon.call("GET", receive_path(lease))
     assert status == 200  # at once: not hidden until a 30 s lease runs out
     assert (message["id"], message["content"], message["attempts"]) == (message_id, "precious", 1)
+
+
+@pytest.mark.parametrize("lease", [None, 30], ids=["consume", "lease"])
+async def test_messages_whose_reply_could_not_be_written_are_put_back_at_once(daemon, lease):
+    """The client leaves while its reply is being written: a reply of 36 MB that it stops
+    reading after the status line, then resets. The messages were taken and could not all be
+    handed over, so they are put back (and the lease's attempt is not counted)."""
+    count = 40
+    for i in range(count):
+        assert daemon.call("POST", "/queues/q/messages", {"content": f"{i}:" + "x" * 900_000})[0] == 201
+    reader, writer = await start_request(daemon, receive_path(lease, count=count))
+    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    assert await reply_status(reader) == 200  # mqd has begun to write it
+    writer.transport.abort()  # unread data in the socket: the kernel answers with a reset
+    await until(lambda: returned(daemon) == count)
+    status, body, _ = daemon.call("GET", receive_path(count=count))
+    assert status == 200
+    assert sorted(int(m["content"].split(":")[0]) for m in body["messages"]) == list(range(count))
+    assert {m["attempts"] for m in body["messages"]} == {1}

@@ -116,8 +116,17 @@ def daemon(mqd):
         {"Origin": "null"},
         {"Host": "evil.example"},
         {"Host": "attacker.example:8000"},
+        {"Host": "[::1"},
     ],
-    ids=["img-tag", "same-site", "foreign-origin", "null-origin", "rebound-host", "rebound-host-port"],
+    ids=[
+        "img-tag",
+        "same-site",
+        "foreign-origin",
+        "null-origin",
+        "rebound-host",
+        "rebound-host-port",
+        "unclosed-bracket",
+    ],
 )
 def test_a_web_page_cannot_consume_a_message(daemon, headers):
     status, body, _ = daemon.call("GET", "/queues/q/messages", headers=headers)

@@ -14,8 +14,11 @@ import asyncio
 import json
 from urllib.parse import quote
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from mqd.app import create_app
 
 from .conftest import scaled
 
@@ -37,6 +40,15 @@ HEADER_TEXT = st.text(
 )
 JSON = {"Content-Type": "application/json"}
 ORDINARY = 20
+TOKEN = "right-token"
+ENCODINGS = st.one_of(st.sampled_from(["gzip", "deflate", "identity", "x-unknown"]), HEADER_TEXT)
+
+
+@pytest.fixture
+async def guarded(store_url, aiohttp_client, make_config):
+    """The real application with an access token, so that hostile Authorization headers meet
+    the code that checks them."""
+    return await aiohttp_client(create_app(make_config(store=store_url, token=TOKEN)))
 
 
 def encoded(value) -> bytes:
@@ -46,6 +58,19 @@ def encoded(value) -> bytes:
 
 @st.composite
 def hostile_request(draw) -> tuple[str, str, dict]:
+    """A request of ``hostile_body``, with the right token or any Authorization header, and
+    sometimes a Content-Encoding its body does not follow."""
+    method, path, options = draw(hostile_body())
+    headers = {**options.get("headers", {}), "Authorization": f"Bearer {TOKEN}"}
+    if draw(st.integers(0, 4)) == 0:
+        headers["Authorization"] = draw(st.one_of(HEADER_TEXT, HEADER_TEXT.map("Bearer {}".format)))
+    if draw(st.integers(0, 4)) == 0:
+        headers["Content-Encoding"] = draw(ENCODINGS)
+    return method, path, {**options, "headers": headers}
+
+
+@st.composite
+def hostile_body(draw) -> tuple[str, str, dict]:
     """(method, path, aiohttp request options): aimed at the queue the ordinary sends use, for
     sends (which share its commits), and at another queue for everything that takes messages."""
     kind = draw(st.sampled_from(["send", "batch", "create", "receive", "settle", "raw"]))
@@ -91,7 +116,8 @@ def hostile_request(draw) -> tuple[str, str, dict]:
     max_examples=scaled(40, 500), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(hostile=st.lists(hostile_request(), min_size=1, max_size=12))
-async def test_hostile_requests_fail_alone_and_never_with_a_5xx(client, hostile):
+async def test_hostile_requests_fail_alone_and_never_with_a_5xx(guarded, hostile):
+    client = GuardedClient(guarded)
     for name in ("q", "h"):
         await client.post("/queues", json={"name": name})
     tag = id(hostile)
@@ -105,7 +131,7 @@ async def test_hostile_requests_fail_alone_and_never_with_a_5xx(client, hostile)
         return response.status
 
     async def attack(method: str, path: str, options: dict) -> tuple[int, str]:
-        response = await client.request(method, path, **options)
+        response = await guarded.request(method, path, **options)
         return response.status, await response.text()
 
     hostile_calls = [attack(*request) for request in hostile]
@@ -123,3 +149,16 @@ async def test_hostile_requests_fail_alone_and_never_with_a_5xx(client, hostile)
     assert (
         len(set(ordinary_kept)) == len(ordinary_kept) == sum(3 if i % 4 == 0 else 1 for i in range(ORDINARY))
     )
+
+
+class GuardedClient:
+    """The test client, sending the right token with every ordinary request."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+
+    def post(self, path: str, **options):
+        return self.client.post(path, headers={"Authorization": f"Bearer {TOKEN}"}, **options)
+
+    def get(self, path: str, **options):
+        return self.client.get(path, headers={"Authorization": f"Bearer {TOKEN}"}, **options)
