@@ -21,6 +21,7 @@ import click
 
 from mqd import __version__
 from mqd.protocol import (
+    DEFAULT_DATA_DIR,
     DEFAULT_URL,
     MAX_ATTEMPTS,
     MAX_BATCH,
@@ -28,6 +29,9 @@ from mqd.protocol import (
     MAX_DELAY_SECONDS,
     MAX_LEASE_SECONDS,
     MAX_WAIT_SECONDS,
+    PIDFILE_NAME,
+    STORE_URL_SCHEMES,
+    url_file_for,
 )
 
 from . import output
@@ -46,6 +50,7 @@ EXIT_COMMAND_NOT_FOUND = 127  # mqctl run: as a shell says of a command it canno
 EXIT_INTERRUPTED = 130
 
 QUEUE_META = "mqctl.queue"
+TOKEN_META = "mqctl.token_given"
 
 
 # -- errors: one place ---------------------------------------------------------------------------
@@ -56,7 +61,7 @@ def _fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
-def _explain(exc: Exception, queue: str | None) -> tuple[str, int]:
+def _explain(exc: Exception, meta: dict[str, Any]) -> tuple[str, int]:
     """One sentence and an exit status for anything a subcommand can raise."""
     from .daemon import DaemonError, StopTimedOut
     from .identify import UnderSystemd
@@ -72,7 +77,7 @@ def _explain(exc: Exception, queue: str | None) -> tuple[str, int]:
     if isinstance(exc, DaemonTimeout | StopTimedOut):
         return str(exc), EXIT_NO_ANSWER
     if isinstance(exc, ApiError):
-        return _explain_refusal(exc, queue)
+        return _explain_refusal(exc, meta)
     if isinstance(exc, InputError):
         return str(exc), EXIT_REFUSED
     if isinstance(exc, CommandNotRunnable):
@@ -82,10 +87,13 @@ def _explain(exc: Exception, queue: str | None) -> tuple[str, int]:
     return f"unexpected error, please report it: {exc!r}", EXIT_FAILED
 
 
-def _explain_refusal(exc: ApiError, queue: str | None) -> tuple[str, int]:
+def _explain_refusal(exc: ApiError, meta: dict[str, Any]) -> tuple[str, int]:
     """What mqd refused, by its error code (the sentence is for people and may change)."""
+    queue = meta.get(QUEUE_META)
+    if exc.code == "unauthorized" and meta.get(TOKEN_META):
+        return "mqd refused the access token given (MQ_TOKEN or --token-file)", EXIT_NOT_ALLOWED
     if exc.code == "unauthorized":
-        return f"{exc.message} — set MQ_TOKEN or give --token-file", EXIT_NOT_ALLOWED
+        return "mqd needs an access token: set MQ_TOKEN or give --token-file", EXIT_NOT_ALLOWED
     if exc.code == "forbidden":
         return exc.message, EXIT_NOT_ALLOWED
     if exc.code == "queue_not_found" and queue:
@@ -107,7 +115,7 @@ class MqctlGroup(click.Group):
             output.silence_stdout()
             sys.exit(EXIT_OK)
         except Exception as exc:
-            message, code = _explain(exc, ctx.meta.get(QUEUE_META))
+            message, code = _explain(exc, ctx.meta)
             _fail(message, code)
 
 
@@ -115,9 +123,23 @@ class MqctlGroup(click.Group):
 
 
 def _url(ctx: click.Context) -> str:
-    """--url (after or before the subcommand), else MQ_URL, else the default."""
+    """--url (after or before the subcommand), else MQ_URL, else the URL of the mqd running from
+    ./data (or $MQD_DATA_DIR), else the default: the daemon mqctl status speaks of."""
     before = ctx.find_root().params.get("url")  # set even while completing, unlike ctx.obj
-    return ctx.params.get("url") or before or os.environ.get("MQ_URL") or DEFAULT_URL
+    return ctx.params.get("url") or before or os.environ.get("MQ_URL") or _local_url() or DEFAULT_URL
+
+
+def _local_url() -> str | None:
+    """The URL mqd recorded beside its pidfile in the data directory, while its pid lives. Read
+    with nothing but os: every command asks, so it must cost nothing."""
+    pidfile = os.path.join(os.environ.get("MQD_DATA_DIR") or DEFAULT_DATA_DIR, PIDFILE_NAME)
+    try:
+        with open(pidfile) as handle:
+            os.kill(int(handle.read().split()[0]), 0)
+        with open(url_file_for(pidfile)) as handle:
+            return handle.read().strip() or None
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _token(ctx: click.Context) -> str | None:
@@ -144,7 +166,9 @@ def _token(ctx: click.Context) -> str | None:
 
 def _client(ctx: click.Context) -> Client:
     ctx.meta[QUEUE_META] = ctx.params.get("queue")  # for the error handler's hints
-    client = Client(_url(ctx), token=_token(ctx))
+    token = _token(ctx)
+    ctx.meta[TOKEN_META] = token is not None
+    client = Client(_url(ctx), token=token)
     ctx.call_on_close(client.close)
     return client
 
@@ -208,6 +232,12 @@ def cli(ctx: click.Context, url: str | None, token_file: str | None) -> None:
 # -- the daemon's life ---------------------------------------------------------------------------
 
 
+def _store_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not value.startswith(STORE_URL_SCHEMES):
+        raise click.BadParameter("give a postgresql:// URL (leave it out for the embedded SQLite store)")
+    return value
+
+
 def daemon_options(command):
     """What mqctl start and restart pass on to mqd."""
     for option in reversed(
@@ -215,7 +245,10 @@ def daemon_options(command):
             click.option("--host", help="Address mqd listens on (default 127.0.0.1)."),
             click.option("--port", type=click.IntRange(0, 65535), help="Port mqd listens on (default 8000)."),
             click.option(
-                "--store", metavar="URL", help="postgresql://…: queues in PostgreSQL (see docs/scaling.md)."
+                "--store",
+                metavar="URL",
+                callback=_store_url,
+                help="postgresql://…: queues in PostgreSQL (see docs/scaling.md).",
             ),
             data_dir_options,
             click.option(
@@ -249,11 +282,13 @@ def _paths_of(ctx: click.Context, target) -> Any:
     """The data directory of the daemon named by URL, for restart (it must run from a pidfile)."""
     from . import daemon, identify
 
-    if target.paths is not None:
+    if identify.settled(target).paths is not None:
         return target.paths
     found = identify.local_daemon(target.url, _token(ctx))
     if isinstance(found, daemon.Paths):
         return found
+    if found is None and target.by_default:
+        return target.paths  # nothing runs anywhere: start it in ./data
     where = "nothing answers there" if found is None else "it was not started by mqctl start"
     raise daemon.DaemonError(f"cannot restart mqd at {target.url}: {where}; name its --data-dir")
 
@@ -284,7 +319,7 @@ def stop(ctx, data_dir, pidfile, url, timeout, force) -> None:
     answering at --url. Stopping one that is not running succeeds (exit 0)."""
     from . import daemon, identify
 
-    target = _named(ctx, data_dir, pidfile)
+    target = identify.settled(_named(ctx, data_dir, pidfile))
     if target.paths is not None:
         stopped = daemon.stop(target.paths, timeout=timeout, force=force)
         if stopped is None:
@@ -698,5 +733,39 @@ def top(ctx, interval, iterations, url) -> None:
     live_view.run(_client(ctx), interval, iterations)  # until -n runs out, or Ctrl-C (130)
 
 
+def _bash_completion_keeps_urls_whole() -> None:
+    """Bash splits words at ':' (COMP_WORDBREAKS), so ``--url http://127.0.0.1:8300`` reaches
+    click's completion as ``http : //127.0.0.1 : 8300``; join such pieces back before click
+    reads the command line, so queue names are asked of the daemon the line names."""
+    from click.shell_completion import BashComplete, add_completion_class, split_arg_string
+
+    class UrlKeepingBashComplete(BashComplete):
+        def get_completion_args(self) -> tuple[list[str], str]:
+            words = split_arg_string(os.environ["COMP_WORDS"])
+            current = int(os.environ["COMP_CWORD"])
+            incomplete = words[current] if current < len(words) else ""
+            joined: list[str] = []
+            for index, word in enumerate(words[1:current], start=1):
+                if joined and (word == ":" or words[index - 1] == ":"):
+                    joined[-1] += word
+                else:
+                    joined.append(word)
+            return joined, incomplete
+
+    add_completion_class(UrlKeepingBashComplete, "bash")
+
+
 def main() -> None:
-    cli(prog_name="mqctl")
+    """Run mqctl. Usage errors, click's own included, are one line as every other error is."""
+    if os.environ.get("_MQCTL_COMPLETE", "").startswith("bash"):
+        _bash_completion_keeps_urls_whole()
+    try:
+        returned = cli.main(prog_name="mqctl", standalone_mode=False)
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "mqctl"
+        _fail(f"{exc.format_message()} (see: {where} --help)", EXIT_USAGE)
+    except click.ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code)
+    except click.Abort:
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(returned if isinstance(returned, int) else EXIT_OK)

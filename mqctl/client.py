@@ -207,7 +207,8 @@ class Client:
             raise
         except TimeoutError:
             self.close()
-            raise DaemonTimeout(f"mqd at {self.url} did not answer within {timeout:g} seconds") from None
+            seconds = f"{timeout:g} second" + ("" if timeout == 1 else "s")
+            raise DaemonTimeout(f"mqd at {self.url} did not answer within {seconds}") from None
         except http.client.BadStatusLine as exc:
             self.close()
             if isinstance(exc, http.client.RemoteDisconnected):

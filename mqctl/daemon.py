@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from mqd.protocol import DEFAULT_DATA_DIR, url_file_for
+from mqd.protocol import DEFAULT_DATA_DIR, PIDFILE_NAME, url_file_for
 
 from .client import ApiError, Client, ClientError
 
@@ -51,7 +51,7 @@ class Paths:
         base = Path(data_dir or os.environ.get("MQD_DATA_DIR") or DEFAULT_DATA_DIR).absolute()
         return cls(
             data_dir=base,
-            pidfile=Path(pidfile).absolute() if pidfile else base / "mqd.pid",
+            pidfile=Path(pidfile).absolute() if pidfile else base / PIDFILE_NAME,
             log_file=Path(log_file).absolute() if log_file else base / "mqd.log",
         )
 
@@ -219,8 +219,10 @@ class StartSettings:
         """These settings changed by what a restart is given: its flags, and the MQD_* variables
         set now (a token missing now does not count: the daemon had one)."""
         now = StartSettings.now(options, log_file)
+        # MQD_PORT set now beats a --port recorded then: each setting's latest word counts.
+        kept = {k: v for k, v in self.options.items() if f"MQD_{k.upper()}" not in now.environment}
         return StartSettings(
-            {**self.options, **now.options},
+            {**kept, **now.options},
             {**self.environment, **now.environment},
             self.token_in_environment or now.token_in_environment,
             now.log_file or self.log_file,
@@ -309,7 +311,7 @@ def _spawn(paths: Paths, settings: StartSettings, timeout: float) -> Running:
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(5)
     raise StartFailed(
-        f"mqd did not answer within {timeout:g} seconds and was stopped (log: {paths.log_file})"
+        f"mqd did not answer within {_seconds(timeout)} and was stopped (log: {paths.log_file})"
     )
 
 
@@ -343,7 +345,7 @@ def _last_error(log_file: Path, offset: int) -> str | None:
 def stop(paths: Paths, *, timeout: float = 10.0, force: bool = False) -> Running | None:
     """SIGTERM the daemon and wait for it to exit; None if it was not running. Nothing is
     created where there is no pidfile to begin with."""
-    if not paths.pidfile.parent.is_dir():
+    if not paths.pidfile.exists():
         return None
     with _lock(paths):
         running = find(paths, locked=True)
@@ -363,7 +365,7 @@ def terminate(pid: int, *, timeout: float, force: bool, alive=None) -> None:
     if not _wait_gone(still_there, timeout):
         if not force:
             raise StopTimedOut(
-                f"mqd (pid {pid}) did not stop within {timeout:g} seconds; "
+                f"mqd (pid {pid}) did not stop within {_seconds(timeout)}; "
                 "wait longer (--timeout) or kill it (--force)"
             )
         _signal(pid, signal.SIGKILL)
@@ -386,3 +388,7 @@ def _wait_gone(alive, timeout: float) -> bool:
             return True
         time.sleep(POLL_SECONDS)
     return False
+
+
+def _seconds(seconds: float) -> str:
+    return f"{seconds:g} second" + ("" if seconds == 1 else "s")

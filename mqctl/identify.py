@@ -78,11 +78,17 @@ class Report:
         return {**found, **self.state}
 
 
+def settled(target: Named) -> Named:
+    """When nothing was named: the daemon of ./data if one runs from there, else the one at the
+    default URL (by URL only)."""
+    if target.by_default and target.paths is not None and daemon.find(target.paths) is None:
+        return dataclasses.replace(target, paths=None)
+    return target
+
+
 def inquire(target: Named, token: str | None) -> Report:
     """Whether the named daemon runs and answers, and its /status if it does."""
-    paths = target.paths
-    if paths is not None and target.by_default and daemon.find(paths) is None:
-        paths = None  # nothing runs from ./data: ask the default URL
+    paths = settled(target).paths
     if paths is None:
         return _ask(target.url or DEFAULT_URL, token, None)
     running = daemon.find(paths)
@@ -137,9 +143,10 @@ def local_daemon(url: str, token: str | None) -> Paths | int | None:
     """For stopping the daemon at ``url``: its paths if it runs from a pidfile, else its pid;
     None if nothing answers there. Refused (DaemonError) when it is not on this machine, or is
     run by systemd (which would only start it again)."""
+    client = Client(url, token=token, timeout=STATUS_TIMEOUT_SECONDS)  # BadUrl first: a usage error
     if not is_local(url):
         raise DaemonError(f"mqd at {url} is not on this machine; stop it where it runs")
-    with Client(url, token=token, timeout=STATUS_TIMEOUT_SECONDS) as client:
+    with client:
         try:
             state = client.status()
         except DaemonUnreachable:

@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         "--verify",
         action="store_true",
         help="check the whole store (every message's checksum) and exit: 0 sound, 1 damaged, "
-        "3 in use by a running mqd (SQLite), 4 cannot be read",
+        "3 in use by a running mqd (SQLite), 4 cannot be read or there is no store",
     )
     add(
         "--repair",
@@ -94,7 +94,8 @@ VERIFY_SOUND, VERIFY_DAMAGED, VERIFY_IN_USE, VERIFY_UNREADABLE = 0, 1, 3, 4
 
 def _verify(settings: config.Config) -> int:
     """Check the configured store: 0 sound, 1 damaged, 3 held by a running mqd (SQLite: stop it
-    first), 4 cannot be read (permissions, PostgreSQL unreachable). 2 is a bad setting."""
+    first), 4 cannot be read (no store there, permissions, PostgreSQL unreachable). 2 is a bad
+    setting."""
     from .errors import DataCorrupt, DataDirectoryError, MqError, StorageUnavailable
 
     try:

@@ -141,7 +141,7 @@ def _path(text: str) -> Path:
 
 
 def _store_url(text: str) -> str:
-    if not text.startswith(("postgresql://", "postgres://")):
+    if not text.startswith(protocol.STORE_URL_SCHEMES):
         raise ValueError("must be a postgresql:// URL (leave it unset for the embedded SQLite store)")
     return text
 

@@ -9,6 +9,8 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
 DEFAULT_DATA_DIR = "data"
+PIDFILE_NAME = "mqd.pid"  # in the data directory, unless --pidfile says otherwise
+STORE_URL_SCHEMES = ("postgresql://", "postgres://")  # --store: queues in PostgreSQL
 
 # Queue names: what SQS and RabbitMQ users can type without quoting, safe in a URL path.
 QUEUE_NAME_PATTERN = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,127}")

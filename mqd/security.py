@@ -55,7 +55,9 @@ class RequestGuard:
             )
         if self._token is not None:
             scheme, _, given = headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer":
+                raise Unauthorized("This mqd needs an access token: send Authorization: Bearer <token>.")
             # Header bytes that are not UTF-8 arrive as surrogates: compare the bytes as sent.
             sent = given.strip().encode("utf-8", "surrogateescape")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(sent, self._token):
-                raise Unauthorized("This mqd needs an access token: send Authorization: Bearer <token>.")
+            if not hmac.compare_digest(sent, self._token):
+                raise Unauthorized("The access token is wrong.")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select
+import shutil
 import signal
 import subprocess
 import time
@@ -223,6 +226,45 @@ def test_completion_asks_the_daemon_the_command_line_names(running):
     assert complete(running, f"mqctl --url {url} info ") == ["alpha", "q"]
     assert complete(running, f"mqctl info --url {url} a") == ["alpha"]
     assert complete(running, f"mqctl --url {url} create x --dead-letter-queue a") == ["alpha"]
+
+
+def test_completion_in_a_real_bash_keeps_the_url_whole(running):
+    """Bash splits words at ':' before click sees them: an interactive bash on a terminal, the
+    completion script sourced as the docs say, then TAB after --url http://127.0.0.1:PORT."""
+    if shutil.which("bash") is None:
+        pytest.skip("no bash here")
+    running("create", "alpha")
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: an interactive bash whose mqctl is ours, asking nothing of MQ_URL
+        os.environ.update(PATH=f"{Path(MQCTL).parent}:{os.environ['PATH']}", PS1="$ ")
+        os.environ.pop("MQ_URL", None)
+        os.execvp("bash", ["bash", "--norc", "--noprofile", "-i"])
+    try:
+        typed = TerminalReader(terminal)
+        os.write(terminal, b'eval "$(_MQCTL_COMPLETE=bash_source mqctl)"; echo sourced\n')
+        typed.until("sourced\r\n")
+        os.write(terminal, f"mqctl --url {running.env['MQ_URL']} info al\t".encode())
+        assert "info alpha" in typed.until("info alpha")
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(terminal)
+
+
+class TerminalReader:
+    """What a terminal shows, read until a text appears (or ten seconds pass)."""
+
+    def __init__(self, terminal: int) -> None:
+        self.terminal = terminal
+        self.seen = ""
+
+    def until(self, text: str, timeout: float = 10) -> str:
+        deadline = time.monotonic() + timeout
+        while text not in self.seen and time.monotonic() < deadline:
+            ready, _, _ = select.select([self.terminal], [], [], 0.1)
+            if ready:
+                self.seen += os.read(self.terminal, 65536).decode(errors="replace")
+        return self.seen
 
 
 def test_counts_are_worded_right(running):

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -202,3 +205,41 @@ def test_status_is_reachable_through_the_url_file(mqd):
     daemon = mqd()
     status, body, _ = request("GET", daemon.url + "/status")
     assert status == 200 and body["status"] == "ok"
+
+
+# -- what a client sees of a real daemon -----------------------------------------------------------
+
+
+def test_replies_end_with_a_newline_and_refusals_say_what_arrived(mqd):
+    daemon = mqd()
+    for method, path, body in [
+        ("POST", "/queues", {"name": "q"}),
+        ("GET", "/queues/q", None),
+        ("GET", "/status", None),
+        ("GET", "/queues/nope", None),
+        ("POST", "/queues/q/messages", {"messages": [{"content": 1}]}),
+    ]:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            daemon.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(req) as response:
+                raw = response.read()
+        except urllib.error.HTTPError as error:
+            raw = error.read()
+        assert raw.endswith(b"}\n"), (path, raw)
+    status, body, _ = daemon.call(
+        "POST", "/queues", {"name": "x", "max_attempts": "3", "dead_letter_queue": "q"}
+    )
+    assert status == 400 and 'not the string "3"' in body["error"]
+
+
+def test_refusals_of_the_disk_are_logged_as_warnings_not_errors(mqd):
+    daemon = mqd("--min-free-bytes", str(2**62))  # no disk has that much: every send is refused
+    daemon.call("POST", "/queues", {"name": "q"})
+    status, body, headers = daemon.call("POST", "/queues/q/messages", {"content": "x"})
+    assert status == 507 and body["code"] == "disk_full" and headers["Retry-After"]
+    log = daemon.log()
+    assert " WARNING mqd.api: POST /queues/q/messages refused" in log
+    assert " ERROR " not in log

@@ -204,6 +204,14 @@ def test_restart_of_a_postgresql_node_comes_back_on_postgresql(mq, tmp_path):
         postgres.drop_schema(schema)
 
 
+def test_a_variable_set_at_restart_beats_the_flag_recorded_at_start(mq):
+    mq.start("--port", str(free_port()))
+    port = free_port()
+    restarted = mq("restart", env={"MQD_PORT": str(port)})
+    assert restarted.returncode == 0, restarted.stderr
+    assert restarted.stdout.strip().endswith(f"at http://127.0.0.1:{port}")
+
+
 def test_a_daemon_started_with_a_token_is_not_restarted_without_one(mq):
     mq.start(env={"MQD_TOKEN": "s3cret"})
     refused = mq("restart")
@@ -248,6 +256,50 @@ def test_status_and_stop_of_a_missing_data_directory_create_nothing(tmp_path):
     stop = mqctl("stop", "--data-dir", str(missing), env=clean_env())
     assert (status.returncode, stop.returncode) == (EXIT_NOT_RUNNING, 0)
     assert not missing.exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert mqctl("stop", "--data-dir", str(empty), env=clean_env()).returncode == 0
+    assert list(empty.iterdir()) == []  # no lock file either
+
+
+def test_with_nothing_named_commands_speak_of_the_daemon_of_dot_data(tmp_path):
+    """mqctl start --port N in a directory, then plain commands there: they find it (its URL is
+    recorded beside its pidfile), as mqctl status does, without MQ_URL."""
+    here = tmp_path / "project"
+    here.mkdir()
+
+    def run(*args):
+        return subprocess.run([MQCTL, *args], cwd=here, capture_output=True, text=True, env=clean_env())
+
+    started = run("start", "--port", str(free_port()))
+    try:
+        assert started.returncode == 0, started.stderr
+        assert run("create", "q").returncode == 0
+        assert run("send", "q", "found").returncode == 0
+        assert run("receive", "q").stdout == "found\n"
+    finally:
+        assert run("stop").returncode == 0
+
+
+def test_stop_with_nothing_named_stops_the_daemon_at_the_default_url(tmp_path):
+    """No ./data daemon, no MQ_URL: stop speaks of the daemon at the default URL, as status does
+    (here one started by mqctl from elsewhere)."""
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", 8000)) == 0:
+            pytest.skip("something already listens on 127.0.0.1:8000")
+    elsewhere, there = tmp_path / "elsewhere", tmp_path / "there"
+    elsewhere.mkdir()
+    started = mqctl("start", "--data-dir", str(there), "--port", "8000", env=clean_env())
+    assert started.returncode == 0, started.stderr
+    pid = int((there / "mqd.pid").read_text())
+    try:
+        result = subprocess.run(
+            [MQCTL, "stop"], cwd=elsewhere, capture_output=True, text=True, env=clean_env()
+        )
+        assert result.returncode == 0 and f"stopped (pid {pid})" in result.stdout
+        assert not alive(pid) and list(elsewhere.iterdir()) == []
+    finally:
+        mqctl("stop", "--data-dir", str(there), env=clean_env())
 
 
 def test_status_names_the_store_and_the_log_line_too(mq):
@@ -260,9 +312,22 @@ def test_status_names_the_store_and_the_log_line_too(mq):
 # -- exit statuses -------------------------------------------------------------------------------
 
 
-def test_a_url_without_a_scheme_is_a_usage_error(mq):
-    result = mq("--url", "127.0.0.1:8300", "list")
+@pytest.mark.parametrize("command", [["list"], ["stop"], ["restart"], ["status"]])
+def test_a_url_without_a_scheme_is_a_usage_error(mq, command):
+    result = mq("--url", "127.0.0.1:8300", *command)
     assert result.returncode == EXIT_USAGE and "http://host:port" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["create"], ["send", "q", "--delay", "-1"], ["no-such-command"], ["start", "--store", "mysql://x"]],
+    ids=["missing-argument", "bad-option", "no-command", "bad-store"],
+)
+def test_usage_errors_are_one_line_and_exit_2(mq, args):
+    result = mq(*args)
+    assert result.returncode == EXIT_USAGE
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("mqctl: "), result.stderr
+    assert "MQD_" not in result.stderr  # it speaks of what the user typed
 
 
 def test_a_daemon_that_wants_a_token_says_how_to_give_it(mq):
@@ -270,6 +335,8 @@ def test_a_daemon_that_wants_a_token_says_how_to_give_it(mq):
     result = mq("list")
     assert result.returncode == EXIT_NOT_ALLOWED and "MQ_TOKEN" in result.stderr
     assert mq("status").returncode == EXIT_NOT_ALLOWED
+    wrong = mq("list", env={"MQ_TOKEN": "guess"})
+    assert wrong.returncode == EXIT_NOT_ALLOWED and "refused the access token" in wrong.stderr
     assert mq("list", env={"MQ_TOKEN": "s3cret"}).returncode == 0
 
 
@@ -342,6 +409,27 @@ def test_verify_says_when_a_running_mqd_holds_the_store(mq):
     assert result.returncode == 3 and "in use" in result.stderr
 
 
+def test_verify_of_a_path_without_a_store_fails_and_creates_nothing(tmp_path):
+    typo = tmp_path / "bakcup"
+    result = subprocess.run(
+        [sys.executable, "-m", "mqd", "--verify", "--data-dir", str(typo)], capture_output=True, text=True
+    )
+    assert result.returncode == 4 and "no mq store" in result.stderr
+    assert not typo.exists()
+
+
+def test_verify_of_one_message_says_so_in_the_singular(mq):
+    mq.start()
+    assert mq("create", "q").returncode == 0 and mq("send", "q", "x").returncode == 0
+    mq("stop")
+    result = subprocess.run(
+        [sys.executable, "-m", "mqd", "--verify", "--data-dir", str(mq.data_dir)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0 and "1 message checked" in result.stdout
+
+
 def test_verify_checks_the_postgresql_store_that_is_configured(tmp_path):
     if postgres.unavailable():
         pytest.skip(postgres.unavailable())
@@ -368,6 +456,8 @@ def test_verify_checks_the_postgresql_store_that_is_configured(tmp_path):
     finally:
         node.stop()
         postgres.drop_schema(schema)
+    missing = subprocess.run(verify, capture_output=True, text=True)  # the schema is gone: a typo
+    assert missing.returncode == 4 and "no mq schema" in missing.stderr
     unreachable = subprocess.run(
         [sys.executable, "-m", "mqd", "--verify", "--store", "postgresql://nobody@127.0.0.1:1/none"],
         capture_output=True,

@@ -223,3 +223,12 @@ async def test_a_connection_killed_by_the_server_is_replaced_at_the_cost_of_one_
         assert result.ids
     finally:
         await store.close()
+
+
+def test_the_store_url_shown_carries_no_password_wherever_it_was_written():
+    from mqd.store.postgres import public_url, split_url
+
+    url, schema = split_url("postgresql://me:pw1@db.example:5433/mq?password=pw2&sslmode=require&schema=s1")
+    shown = public_url(url, schema)
+    assert "pw1" not in shown and "pw2" not in shown
+    assert shown == "postgresql://me@db.example:5433/mq?sslmode=require&schema=s1"

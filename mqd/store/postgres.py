@@ -63,6 +63,9 @@ def split_url(url: str) -> tuple[str, str]:
     return urlunsplit(parts._replace(query=rest)), schema
 
 
+SECRET_PARAMETERS = {"password", "sslpassword", "passfile", "sslkey"}  # libpq's, never shown
+
+
 def public_url(url: str, schema: str) -> str:
     """The store's URL as it may be shown and logged: no password, the schema named."""
     parts = urlsplit(url)
@@ -71,7 +74,8 @@ def public_url(url: str, schema: str) -> str:
         host = f"[{host}]"
     user = f"{parts.username}@" if parts.username else ""
     netloc = f"{user}{host}:{parts.port or 5432}"
-    query = urlencode([*parse_qsl(parts.query), ("schema", schema)])
+    shown = [(key, value) for key, value in parse_qsl(parts.query) if key not in SECRET_PARAMETERS]
+    query = urlencode([*shown, ("schema", schema)])
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
@@ -185,7 +189,9 @@ class PostgresStore(Store):
             async with connection.transaction(isolation="repeatable_read", readonly=True):
                 exists = await connection.fetchval("SELECT to_regclass($1)", f"{s}.schema_version")
                 if exists is None:
-                    return f"new store: there is no mq schema {s} at {self.location()} yet"
+                    raise StorageUnavailable(
+                        f"There is no mq schema {s} at {self.location()}: nothing to check."
+                    )
                 version = await connection.fetchval(f"SELECT max(version) FROM {s}.schema_version")
                 if version > SCHEMA_VERSION:
                     raise DataCorrupt(

@@ -126,7 +126,12 @@ class SQLiteStore(Store):
 
     def verify(self) -> str:
         """The full check (every checksum), for ``mqd --verify``; takes the data directory's lock
-        so it never runs beside a daemon."""
+        so it never runs beside a daemon. A directory without a store is not "sound": a mistyped
+        path must not pass for a checked copy (and nothing is created to find that out)."""
+        if not self.path.exists():
+            raise DataDirectoryError(
+                f"There is no mq store in {self.data_dir} ({DATABASE_FILE}): nothing to check."
+            )
         self._lock_data_dir()
         try:
             return verify(self.path, self._mark, full=True)
