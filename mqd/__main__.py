@@ -66,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--max-headers", help="most headers in one request (default 100)")
     add("--keepalive-timeout", help="seconds an idle connection stays open (default 60)")
     add("--max-waiters", help="most long-poll receivers waiting at once (default 4096)")
+    add("--max-streams", help="most streams (WebSocket connections) open at once (default 1024)")
     add("--max-wait", help="longest long-poll a receiver may ask for, in seconds (default and most: 60)")
     add("--shutdown-timeout", help="seconds to finish requests in flight on shutdown (default 10)")
     add("--pidfile", help="write the pid here (and the URL beside it) while serving")

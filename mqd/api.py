@@ -37,6 +37,7 @@ from .errors import (
     StorageFailed,
     StorageFull,
     StorageUnavailable,
+    TooManyStreams,
     TooManyWaiters,
     Unauthorized,
 )
@@ -52,6 +53,7 @@ STATUS_OF_ERROR: dict[type[MqError], int] = {
     ReceiptNotFound: 404,
     QueueConflict: 409,
     TooManyWaiters: 503,
+    TooManyStreams: 503,
     ShuttingDown: 503,
     StorageFailed: 503,
     StorageUnavailable: 503,
@@ -62,6 +64,7 @@ STATUS_OF_ERROR: dict[type[MqError], int] = {
 }
 EXTRA_HEADERS: dict[type[MqError], dict[str, str]] = {
     TooManyWaiters: {hdrs.RETRY_AFTER: "1"},
+    TooManyStreams: {hdrs.RETRY_AFTER: "1"},
     ShuttingDown: {hdrs.RETRY_AFTER: "5"},
     StorageUnavailable: {hdrs.RETRY_AFTER: "1"},
     StorageFull: {hdrs.RETRY_AFTER: "5"},
@@ -73,10 +76,11 @@ CODE_OF_STATUS = {
     405: "method_not_allowed",
     413: "body_too_large",
     415: "unsupported_media_type",
+    426: "upgrade_required",
 }
 # 5xx answers that refuse work for a while (retry later) rather than report a fault of mqd's own;
 # a failed store was logged CRITICAL once, when it failed.
-REFUSALS = {TooManyWaiters, ShuttingDown, StorageUnavailable, StorageFull, StorageFailed}
+REFUSALS = {TooManyWaiters, TooManyStreams, ShuttingDown, StorageUnavailable, StorageFull, StorageFailed}
 JSON_HEADERS = {hdrs.CONTENT_TYPE: "application/json; charset=utf-8"}
 
 
@@ -353,8 +357,8 @@ def add_routes(app: web.Application) -> None:
     no implicit HEAD (a HEAD must never consume)."""
     handlers = globals()
     for route in contract.ROUTES:
-        if route.operation == "getOpenApi":
-            continue
+        if route.operation in ("getOpenApi", "openStream"):
+            continue  # served by openapi.py and streams.py
         handler = handlers[handler_name(route.operation)]
         if route.method == "GET":
             app.router.add_get(route.path, handler, allow_head=False)

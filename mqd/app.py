@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from . import api, openapi
-from .appkeys import BROKER, CLOCK, CONFIG, METRICS, STORE
+from . import api, openapi, protocol, streams
+from .appkeys import BROKER, CLOCK, CONFIG, METRICS, STORE, STREAMS
 from .broker import Broker
 from .config import Config
 from .metrics import Metrics
@@ -48,9 +48,12 @@ def create_app(config: Config, *, clock: Clock = time.time) -> web.Application:
     app[CONFIG] = config
     app[METRICS] = metrics
     app[CLOCK] = clock
+    app[STREAMS] = set()
     app.cleanup_ctx.append(_store_and_broker)
+    app.on_shutdown.append(streams.close_all)  # first: what streams held goes back to the store
     app.on_shutdown.append(_answer_waiting_receivers)
     api.add_routes(app)
+    app.router.add_get(protocol.STREAM_PATH, streams.open_stream, allow_head=False)
     openapi.add_route(app, config.max_wait)
     return app
 

@@ -1,5 +1,7 @@
 """The typed keys under which the application holds the daemon's objects (aiohttp AppKeys)."""
 
+from typing import Any
+
 from aiohttp import web
 
 from .broker import Broker
@@ -13,3 +15,4 @@ STORE = web.AppKey("store", Store)
 BROKER = web.AppKey("broker", Broker)
 METRICS = web.AppKey("metrics", Metrics)
 CLOCK = web.AppKey("clock", Clock)
+STREAMS = web.AppKey("streams", set[Any])  # the open streams (streams.Stream)

@@ -80,6 +80,11 @@ class Broker(StoreListener):
             self._lines.wake_all(gone.id)
 
     @property
+    def closing(self) -> bool:
+        """Whether mqd is stopping: receives answer at once, with nothing if nothing is ready."""
+        return self._closing
+
+    @property
     def waiting_receivers(self) -> int:
         return self._lines.waiting
 
@@ -311,14 +316,36 @@ class Broker(StoreListener):
         """Put back messages whose receiver left before it was told of them (its connection
         closed before the reply was written): ready again at once, the attempt not counted."""
         if deliveries:
-            task = asyncio.get_running_loop().create_task(self._restore(name, list(deliveries)))
-            self._returns.add(task)
-            task.add_done_callback(self._returns.discard)
+            self.track(self._restore(name, list(deliveries)))
+
+    def return_leases(self, leases: Sequence[tuple[str, str]]) -> None:
+        """Release leases, given as (queue, receipt), whose holder left (its stream closed): the
+        messages are ready again at once, not when the leases run out. They were delivered, so
+        the attempt counts. A lease that ended meanwhile is left as it is."""
+        if leases:
+            self.track(self._release_all(list(leases)))
+
+    def track(self, work: Awaitable[object]) -> None:
+        """Run ``work`` (putting messages back) to its end even if its caller is gone; the store
+        is closed only after it (``finish_returns``)."""
+        task = asyncio.ensure_future(work)
+        self._returns.add(task)
+        task.add_done_callback(self._returns.discard)
 
     async def finish_returns(self) -> None:
         """Wait for messages being given back (before the store closes)."""
         while self._returns:
             await asyncio.gather(*self._returns, return_exceptions=True)
+
+    async def _release_all(self, leases: list[tuple[str, str]]) -> None:
+        results = await asyncio.gather(
+            *(self.release(name, receipt, 0.0) for name, receipt in leases), return_exceptions=True
+        )
+        failed = [r for r in results if isinstance(r, MqError) and not isinstance(r, ReceiptNotFound)]
+        if failed:
+            log.warning(
+                "could not release %s whose holder left: %s", counted(len(failed), "lease"), failed[0]
+            )
 
     async def _restore(self, name: str, deliveries: list[Delivery]) -> None:
         try:

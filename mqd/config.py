@@ -47,6 +47,7 @@ class Config:
     max_headers: int = 100
     keepalive_timeout: float = 60.0
     max_waiters: int = 4096
+    max_streams: int = protocol.DEFAULT_MAX_STREAMS
     max_wait: float = float(protocol.MAX_WAIT_SECONDS)
     shutdown_timeout: float = 10.0
     pidfile: Path | None = None
@@ -172,6 +173,7 @@ SETTINGS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "max_headers": ("MQD_MAX_HEADERS", _positive_int),
     "keepalive_timeout": ("MQD_KEEPALIVE_TIMEOUT", _positive_float),
     "max_waiters": ("MQD_MAX_WAITERS", _positive_int),
+    "max_streams": ("MQD_MAX_STREAMS", _positive_int),
     "max_wait": ("MQD_MAX_WAIT", _max_wait),
     "shutdown_timeout": ("MQD_SHUTDOWN_TIMEOUT", _positive_float),
     "pidfile": ("MQD_PIDFILE", _path),

@@ -457,6 +457,17 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route("GET", "/openapi.json", "getOpenApi", "daemon", "This document", {200: Reply("OpenAPI 3.1.")}),
     Route(
+        "GET",
+        protocol.STREAM_PATH,
+        "openStream",
+        "streams",
+        "A stream: a WebSocket carrying publishes, subscriptions, acks (see docs/streams.md)",
+        {
+            101: Reply("Switching to the WebSocket protocol: frames as docs/streams.md says."),
+            426: Reply("Not a WebSocket upgrade.", "Error", ("upgrade_required",)),
+        },
+    ),
+    Route(
         "POST",
         "/queues",
         "createQueue",
@@ -624,10 +635,10 @@ EVERY_ROUTE: dict[int, Reply] = {
         ("internal_error", "data_corrupt"),
     ),
     503: Reply(
-        "mqd is stopping, too many receivers wait, or the store is unreachable or failed; "
-        "retry after Retry-After.",
+        "mqd is stopping, too many receivers wait (or streams are open), or the store is unreachable "
+        "or failed; retry after Retry-After.",
         "Error",
-        ("shutting_down", "too_many_waiters", "store_unavailable", "store_failed"),
+        ("shutting_down", "too_many_waiters", "too_many_streams", "store_unavailable", "store_failed"),
     ),
 }
 

@@ -85,6 +85,21 @@ class TooManyWaiters(MqError):
     code = "too_many_waiters"
 
 
+class TooManyStreams(MqError):
+    """The cap on open streams is reached; the client should retry later."""
+
+    code = "too_many_streams"
+
+
+class SubscriptionNotFound(MqError):
+    """A stream's request names a subscription it does not have (never made, or cancelled)."""
+
+    code = "subscription_not_found"
+
+    def __init__(self, number: int) -> None:
+        super().__init__(f"This stream has no subscription {number}; subscribe first.")
+
+
 class ShuttingDown(MqError):
     """The daemon is stopping and takes no new work."""
 

@@ -18,7 +18,8 @@ JSON = "application/json"
 DESCRIPTION = (
     "Durable named FIFO queues over HTTP. Every error is "
     '{"error": "<a sentence>", "code": "<a stable code>"}: decide by the code. '
-    "The full reference, every route with every status and code, is docs/api.md in mq's repository."
+    "The full reference, every route with every status and code, is docs/api.md in mq's repository; "
+    "GET /stream is a WebSocket whose frames and close codes are in docs/streams.md."
 )
 
 

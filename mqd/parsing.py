@@ -116,15 +116,18 @@ async def read_send(request: web.Request) -> tuple[list[NewMessage], bool]:
     given = request.headers.getall(protocol.IDEMPOTENCY_KEY_HEADER, [])
     if len(given) > 1:
         raise InvalidArgument(f"The {protocol.IDEMPOTENCY_KEY_HEADER} header is given more than once.")
-    header = given[0] if given else None
     header_key = (
-        None
-        if header is None
-        else contract.KEY.parse(header, f"The {protocol.IDEMPOTENCY_KEY_HEADER} header")
+        None if not given else contract.KEY.parse(given[0], f"The {protocol.IDEMPOTENCY_KEY_HEADER} header")
     )
     document = await read_document(request)
     body = object_of(document, SEND_FIELDS)
-    text = document[0]
+    return send_of(document[0], body, header_key)
+
+
+def send_of(text: str, body: dict[str, Any], header_key: str | None = None) -> tuple[list[NewMessage], bool]:
+    """The messages of a send body (one message, or ``messages``: a batch), and whether it was a
+    batch; ``text`` is the JSON text ``body`` was decoded from (contents are taken from it as
+    written). A stream's publish frame is such a body too, with the frame's own fields beside."""
     try:
         if "messages" in body:
             if len(body) > 1:

@@ -27,6 +27,17 @@ MAX_IDEMPOTENCY_KEY_LENGTH = 256
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+
+# Streams (GET /stream, a WebSocket): docs/streams.md.
+STREAM_PATH = "/stream"
+DEFAULT_MAX_STREAMS = 1024  # open streams per mqd (--max-streams); beyond, 503 before the upgrade
+STREAM_IN_FLIGHT = 1000  # requests of one stream the store is working on; beyond, mqd stops reading
+STREAM_BYTES_IN_FLIGHT = 16 * 1024 * 1024  # the same, in bytes of frames
+MAX_CREDIT = 1000  # messages a subscription may be owed at once
+MAX_HELD = 10000  # leased messages one stream holds unacknowledged; beyond, deliveries pause
+MAX_SUBSCRIPTIONS = 64  # per stream
+STREAM_HEARTBEAT_SECONDS = 30.0  # mqd pings; a stream that does not answer is closed
+MAX_SEQ = 2**53 - 1  # the largest seq a client may number its requests with (exact in every JSON)
 MAX_ATTEMPTS = 1000  # the most a queue's max_attempts may be
 MAX_NESTING = 512  # levels of arrays and objects in a message's content
 
@@ -44,9 +55,12 @@ ERROR_CODES = {
     "conflict": "the request contradicts the queue as it exists (409)",
     "body_too_large": "the body is over the limit (413)",
     "unsupported_media_type": "the body is not JSON (415)",
+    "upgrade_required": "GET /stream without a WebSocket upgrade (426)",
     "internal_error": "mqd failed at this one request and kept nothing of it (500)",
     "data_corrupt": "stored data is damaged (500)",
     "too_many_waiters": "too many long-polls are waiting; retry after Retry-After (503)",
+    "too_many_streams": "too many streams are open; retry after Retry-After (503)",
+    "subscription_not_found": "no subscription of that number on this stream (streams)",
     "shutting_down": "mqd is stopping; retry after Retry-After (503)",
     "store_unavailable": "the store cannot be reached right now; retry after Retry-After (503)",
     "store_failed": "the store failed; mqd takes no more work until it is restarted (503)",

@@ -3,6 +3,7 @@ a daemon on a free port), and the reference pages say what the code does."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -161,7 +162,8 @@ def test_the_api_reference_lists_every_route_with_every_status_and_code(route):
 def test_the_api_reference_explains_every_error_code_with_its_status():
     text = (DOCS / "api.md").read_text()
     for code, meaning in protocol.ERROR_CODES.items():
-        status = re.search(r"\((\d+)\)", meaning).group(1)
+        found = re.search(r"\((\d+)\)", meaning)
+        status = found.group(1) if found else "–"  # a code of streams only
         assert re.search(rf"^\| `{code}` \| {status} \|", text, re.M), code
 
 
@@ -176,3 +178,60 @@ def test_the_readme_stays_a_front_door():
     assert len(README.read_bytes()) < 12_000
     for link in re.findall(r"\]\((docs/[^)#]+)", README.read_text()):
         assert (ROOT / link).exists(), link
+
+
+# -- the stream protocol's page ----------------------------------------------------------------------
+
+
+def test_the_stream_page_lists_every_request_field_frame_and_close_code():
+    from mqd import frames
+
+    text = (DOCS / "streams.md").read_text()
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `([a-z]+)` \| (.*)$", text, re.M)}
+    for request in frames.REQUESTS.values():
+        assert request.type in rows, request.type
+        for field in request.fields:
+            shown = f"**`{field}`**" if field in request.required else f"`{field}`"
+            assert shown in rows[request.type], (request.type, field)
+    for sent in frames.SENT:
+        assert sent in rows, sent
+    for code in frames.CLOSE_CODES:
+        assert re.search(rf"^\| {code} \|", text, re.M), code
+    for limit in (
+        protocol.MAX_CREDIT,
+        protocol.MAX_SUBSCRIPTIONS,
+        protocol.STREAM_IN_FLIGHT,
+        protocol.MAX_HELD,
+    ):
+        assert f"{limit:,}" in text or str(limit) in text, limit
+
+
+async def test_the_stream_session_plays_as_written(tmp_path):
+    """The page's session, sent frame by frame to a real mqd: every reply it shows comes, with the
+    same type, seq, fields and code (ids, receipts and times may differ; a receipt the page shows
+    is replaced by the one mqd gave)."""
+    import aiohttp
+
+    from .helpers import MqdProcess
+
+    (block,) = re.findall(r"```frames\n(.*?)```", (DOCS / "streams.md").read_text(), re.S)
+    daemon = MqdProcess(tmp_path / "data").start()
+    try:
+        daemon.call("POST", "/queues", {"name": "jobs"})
+        async with aiohttp.ClientSession() as session, session.ws_connect(daemon.url + "/stream") as ws:
+            receipts: dict[str, str] = {}
+            for line in block.strip().splitlines():
+                direction, text = line[0], line[2:]
+                for written, given in receipts.items():
+                    text = text.replace(written, given)
+                if direction == ">":
+                    await ws.send_str(text)
+                    continue
+                expected, got = json.loads(text), json.loads((await ws.receive(timeout=10)).data)
+                assert got.keys() == expected.keys() and got["type"] == expected["type"], (expected, got)
+                assert (got.get("seq"), got.get("code")) == (expected.get("seq"), expected.get("code"))
+                for shown, actual in zip(expected.get("messages", []), got.get("messages", []), strict=True):
+                    assert shown.keys() == actual.keys() and shown["content"] == actual["content"]
+                    receipts[shown["receipt"]] = actual["receipt"]
+    finally:
+        daemon.stop()
