@@ -82,7 +82,7 @@ async def test_a_publish_is_confirmed_with_its_id_and_is_then_there(client, stre
     assert reply["type"] == "ok" and isinstance(reply["id"], int)
     status, message = await receive(client)
     assert status == 200 and message["id"] == reply["id"]
-    assert await (await client.get(f"/queues/q/messages?count=1")).read() == b""  # consumed
+    assert await (await client.get("/queues/q/messages?count=1")).read() == b""  # consumed
 
 
 async def test_many_publishes_in_flight_are_each_confirmed_and_kept_in_order(client, stream, backend):
