@@ -1,6 +1,6 @@
 """mqctl: every mq operation as a subcommand, and the daemon's life (start/stop/status).
 
-The only module that imports click. Each subcommand is a short function over client.py (HTTP)
+The only module that imports click. Each subcommand is a short function over mq.Client (HTTP)
 or daemon.py (pidfile and process); errors from both are turned into one line on stderr and an
 exit status in one place, ``MqctlGroup.invoke``.
 
@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 import click
 
+from mq import ApiError, BadUrl, Client, ConnectionFailed, MqError, Timeout
 from mqd import __version__
 from mqd.protocol import (
     DEFAULT_DATA_DIR,
@@ -35,7 +36,6 @@ from mqd.protocol import (
 )
 
 from . import output
-from .client import ApiError, BadUrl, Client, ClientError, DaemonTimeout, DaemonUnreachable
 
 EXIT_OK = 0
 EXIT_EMPTY = 1
@@ -72,9 +72,9 @@ def _explain(exc: Exception, meta: dict[str, Any]) -> tuple[str, int]:
         return str(exc), EXIT_USAGE
     if isinstance(exc, UnderSystemd):
         return str(exc), EXIT_USAGE
-    if isinstance(exc, DaemonUnreachable):
+    if isinstance(exc, ConnectionFailed):
         return f"{exc} — start it with: mqctl start", EXIT_NOT_RUNNING
-    if isinstance(exc, DaemonTimeout | StopTimedOut):
+    if isinstance(exc, Timeout | StopTimedOut):
         return str(exc), EXIT_NO_ANSWER
     if isinstance(exc, ApiError):
         return _explain_refusal(exc, meta)
@@ -82,7 +82,7 @@ def _explain(exc: Exception, meta: dict[str, Any]) -> tuple[str, int]:
         return str(exc), EXIT_REFUSED
     if isinstance(exc, CommandNotRunnable):
         return str(exc), EXIT_COMMAND_NOT_FOUND
-    if isinstance(exc, ClientError | DaemonError):
+    if isinstance(exc, MqError | DaemonError):
         return str(exc), EXIT_FAILED
     return f"unexpected error, please report it: {exc!r}", EXIT_FAILED
 
@@ -188,7 +188,7 @@ def _complete_queues(ctx: click.Context, param: click.Parameter, incomplete: str
     try:
         with Client(_url(ctx), token=_token(ctx), timeout=2) as client:
             return [q["name"] for q in client.list_queues() if q["name"].startswith(incomplete)]
-    except (ClientError, click.UsageError):
+    except (MqError, click.UsageError):
         return []
 
 
@@ -550,7 +550,7 @@ def send(ctx, queue, message, lines, null, as_json, delay, key, url) -> None:
         sent = client.send(queue, json_text=message, delay=delay, key=key)
     else:
         sent = client.send(queue, message, delay=delay, key=key)
-    click.echo(sent["id"])
+    click.echo(sent)
 
 
 @cli.command()
@@ -594,7 +594,7 @@ def peek(ctx, queue, count, as_json, null, url) -> None:
     """Show the next messages of QUEUE without receiving them; exit 1 if there is none."""
     from . import receiving
 
-    messages = _client(ctx).peek(queue, count)
+    messages = [message.data for message in _client(ctx).peek(queue, count)]
     show = receiving.printer(as_json, null)
     for message in messages:
         show(message)

@@ -21,9 +21,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from mq import ApiError, Client, MqError
 from mqd.protocol import DEFAULT_DATA_DIR, PIDFILE_NAME, url_file_for
-
-from .client import ApiError, Client, ClientError
 
 POLL_SECONDS = 0.02
 
@@ -322,7 +321,7 @@ def _answers(url: str) -> bool:
             client.status()
     except ApiError:
         return True
-    except ClientError:
+    except MqError:
         return False
     return True
 

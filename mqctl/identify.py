@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from mq import ApiError, Client, ConnectionFailed, Timeout
 from mqd.protocol import DEFAULT_URL
 
 from . import daemon
-from .client import ApiError, Client, DaemonTimeout, DaemonUnreachable
 from .daemon import DaemonError, Paths
 
 STATUS_TIMEOUT_SECONDS = 3
@@ -116,13 +116,13 @@ def _ask(url: str, token: str | None, pid: int | None) -> Report:
     with Client(url, token=token, timeout=STATUS_TIMEOUT_SECONDS) as client:
         try:
             state = client.status()
-        except DaemonUnreachable as exc:
+        except ConnectionFailed as exc:
             if pid is None:
                 return Report(running=False, url=url, problem=f"nothing answers at {url}")
             return Report(
                 running=True, url=url, pid=pid, problem=f"it does not answer at {url} ({exc.reason})"
             )
-        except DaemonTimeout as exc:
+        except Timeout as exc:
             return Report(running=True, url=url, pid=pid, problem=str(exc))
         except ApiError as exc:
             if (
@@ -149,7 +149,7 @@ def local_daemon(url: str, token: str | None) -> Paths | int | None:
     with client:
         try:
             state = client.status()
-        except DaemonUnreachable:
+        except ConnectionFailed:
             return None
         except ApiError as exc:
             if not isinstance(exc.body, dict) or "pid" not in exc.body:

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
-from .client import JsonNumber
-
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+from mq.messages import encode as json_line
 
 
 def counted(number: int, noun: str) -> str:
@@ -21,17 +18,6 @@ def content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     return json_line(content)
-
-
-def json_line(value: Any) -> str:
-    """Compact JSON on one line; numbers as mqd wrote them (see client.JsonNumber)."""
-    if isinstance(value, JsonNumber):
-        return value.text
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{_encode(str(k))}:{json_line(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list):
-        return "[" + ",".join(json_line(item) for item in value) + "]"
-    return _encode(value)
 
 
 def duration(seconds: float | None) -> str:

@@ -10,10 +10,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from mq import Client, MqError
 from mqd.protocol import MAX_BATCH
 
 from . import output
-from .client import Client, ClientError
 
 FOLLOW_WAIT_SECONDS = 20
 FOLLOW_LEASE_SECONDS = 30
@@ -45,6 +45,7 @@ def receive(
             wait=wait if not received else 0,
             lease=lease,
         )
+        batch = [message.data for message in batch]
         if not batch:
             break
         for message in batch:
@@ -66,9 +67,12 @@ def follow(client: Client, queue: str, limit: int | None, lease: float | None, s
     try:
         while limit is None or received < limit:
             want = min(100, limit - received) if limit else 100
-            batch = client.receive(
-                queue, count=want, wait=FOLLOW_WAIT_SECONDS, lease=lease or FOLLOW_LEASE_SECONDS
-            )
+            batch = [
+                message.data
+                for message in client.receive(
+                    queue, count=want, wait=FOLLOW_WAIT_SECONDS, lease=lease or FOLLOW_LEASE_SECONDS
+                )
+            ]
             while batch:
                 message = batch[0]
                 if auto_ack:
@@ -104,7 +108,7 @@ def _settle_after_interrupt(
         unprinted = unprinted + (reply.json() or {}).get("messages", [])
     client.close()  # the connection an interrupted request was on is out of step
     if printed is not None:
-        with contextlib.suppress(ClientError):  # else its lease runs out and it comes back
+        with contextlib.suppress(MqError):  # else its lease runs out and it comes back
             client.ack(queue, printed["receipt"])
     _give_back(client, queue, unprinted)
 
@@ -114,5 +118,5 @@ def _give_back(client: Client, queue: str, messages: list[dict[str, Any]]) -> No
     for message in messages:
         try:
             client.release(queue, message["receipt"])
-        except ClientError:
+        except MqError:
             return  # the lease runs out on its own

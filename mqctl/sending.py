@@ -124,7 +124,7 @@ def send_stream(client, queue: str, separator: bytes, as_json: bool, delay: floa
         for batch in batches(sys.stdin.fileno(), separator, as_json):
             if suffix:
                 batch = [item[:-1] + suffix for item in batch]
-            client.send_batch(queue, batch)
+            client.send_many(queue, batch, encoded=True)
             sent += len(batch)
     except Exception:
         if sent:

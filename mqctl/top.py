@@ -11,8 +11,9 @@ import sys
 import time
 from typing import Any
 
+from mq import Client
+
 from . import output
-from .client import Client
 
 HEADERS = ("QUEUE", "READY", "LEASED", "DELAYED", "DEAD", "OLDEST", "IN/s", "OUT/s", "ACK/s")
 CLEAR = "\x1b[H\x1b[2J"

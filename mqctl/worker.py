@@ -22,8 +22,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from mq import ApiError, Client, ConnectionFailed, MqError
+
 from . import output
-from .client import ApiError, Client, ClientError, DaemonUnreachable
 
 IDLE_WAIT_SECONDS = 20  # long-poll per receive while waiting for work
 RECONNECT_SECONDS = 1.0
@@ -48,7 +49,7 @@ class Summary:
         return text
 
 
-class CommandNotRunnable(ClientError):
+class CommandNotRunnable(MqError):
     """The command cannot be started at all (not found, not executable)."""
 
 
@@ -136,7 +137,7 @@ class Worker:
                 self._process(client, message)
         except CommandNotRunnable as exc:
             self._fail(exc)
-        except ClientError as exc:
+        except MqError as exc:
             if not self._stopping.is_set():
                 self._fail(exc)
         finally:
@@ -151,8 +152,8 @@ class Worker:
             wait = 0 if self.drain else IDLE_WAIT_SECONDS
             batch = client.receive(self.queue, count=1, wait=wait, lease=self.lease)
             self._warned_unreachable = False
-            return batch[0] if batch else None
-        except DaemonUnreachable as exc:
+            return batch[0].data if batch else None
+        except ConnectionFailed as exc:
             if self.drain or self._stopping.is_set():
                 raise
             if not self._warned_unreachable:  # mqd restarting is normal: keep trying

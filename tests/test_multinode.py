@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from mqctl.client import ApiError, Client, ClientError
+from mq import ApiError, Client, MqError
 
 from . import postgres
 from .helpers import MqdProcess
@@ -33,8 +33,10 @@ def nodes(tmp_path):
 def produce(url: str, numbers: range) -> None:
     with Client(url) as client:
         for start in range(numbers.start, numbers.stop, BATCH):
-            client.send_batch(
-                "q", [b'{"content":%d}' % n for n in range(start, min(start + BATCH, numbers.stop))]
+            client.send_many(
+                "q",
+                [b'{"content":%d}' % n for n in range(start, min(start + BATCH, numbers.stop))],
+                encoded=True,
             )
 
 
@@ -56,7 +58,7 @@ class Consumer(threading.Thread):
             while not self.stop.is_set():
                 try:
                     self.step(client)
-                except ClientError as exc:
+                except MqError as exc:
                     if isinstance(exc, ApiError) and exc.status < 500:
                         raise
                     client.close()

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from mqctl.client import ApiError, Client
+from mq import ApiError, Client
 
 from .helpers import mqctl
 

@@ -16,7 +16,7 @@ import time
 
 import aiohttp
 
-from mqctl.client import Client
+from mq import Client
 
 from ..helpers import MqdProcess
 from .checker import History, check

@@ -15,7 +15,7 @@ import threading
 import time
 from urllib.parse import urlsplit
 
-from mqctl.client import ApiError, Client, ClientError
+from mq import ApiError, Client, MqError
 
 from .checker import History
 
@@ -52,7 +52,7 @@ class Worker(threading.Thread):
             while not self.stop.is_set():
                 try:
                     self.step()
-                except ClientError as exc:
+                except MqError as exc:
                     if isinstance(exc, ApiError) and exc.status < 500:
                         raise
                     if "connection refused" not in str(exc):  # refused: nothing was sent
@@ -128,7 +128,7 @@ def drain(target: Target, queues: list[str], timeout: float = 60) -> None:
             with Client(target.url) as client:
                 if all(client.queue(q)["messages"] == 0 for q in queues):
                     return
-        except ClientError:
+        except MqError:
             pass
         time.sleep(0.2)
     raise AssertionError(f"the queues did not drain within {timeout}s")

@@ -1,8 +1,8 @@
-"""A synchronous client for mqd over the standard library's http.client: one method per endpoint.
+"""The synchronous client: every operation of mqd over HTTP, through the standard library's
+http.client (no dependency, quick to import: mqctl starts with it).
 
-Connections are kept alive, so a batch upload is one connection. Errors are ``ClientError``
-subclasses carrying one sentence (and, from mqd, its error code); the CLI maps them to exit
-statuses by code, never by the sentence.
+Connections are kept alive, so many requests are one connection; a request is never sent twice
+(once sent, mqd may have acted on it). A unix socket works as a URL: ``unix:/run/mqd.sock``.
 """
 
 from __future__ import annotations
@@ -16,66 +16,13 @@ from typing import Any
 
 from mqd.protocol import DEFAULT_URL
 
+from .errors import BadUrl, ConnectionFailed, MqError, Timeout, error_of
+from .messages import decode
+from .operations import Call, Operations
+
 CONNECT_TIMEOUT = 5.0
 REPLY_MARGIN = 30.0  # seconds a reply may take beyond any wait the request asked for
 SALVAGE_SECONDS = 0.2  # how long an interrupted request waits for a reply already on its way
-
-
-class ClientError(Exception):
-    """Something went wrong talking to mqd; the message is one sentence for a person."""
-
-
-class DaemonUnreachable(ClientError):
-    def __init__(self, url: str, reason: str) -> None:
-        super().__init__(f"mqd is not running at {url} ({reason})")
-        self.url = url
-        self.reason = reason
-
-
-class BadUrl(ClientError):
-    """The URL given for mqd is not one mqctl can use (a usage error)."""
-
-
-class DaemonTimeout(ClientError):
-    pass
-
-
-class ApiError(ClientError):
-    """mqd answered with an error status; ``message`` is its own sentence, ``body`` its whole
-    reply (parsed, when it was JSON)."""
-
-    def __init__(self, status: int, message: str, body: Any = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.body = body
-        # What went wrong, for programs (mqd.protocol.ERROR_CODES); None if mqd did not say.
-        self.code = body.get("code") if isinstance(body, dict) else None
-
-
-class JsonNumber(float):
-    """A JSON number that keeps the text it was written as: mqd returns a message's content
-    exactly as it was sent (``0.1000000000000000000001``, ``1e-400``), and printing it must not
-    round it through a double. Arithmetic sees the nearest float."""
-
-    __slots__ = ("text",)
-
-    def __new__(cls, text: str) -> JsonNumber:
-        number = float.__new__(cls, text)
-        number.text = text
-        return number
-
-
-LONGEST_INTEGER = 4000  # digits Python converts to int (longer ones keep their text only)
-
-
-def _integer(text: str) -> int | JsonNumber:
-    return int(text) if len(text) <= LONGEST_INTEGER else JsonNumber(text)
-
-
-def decode(text: str | bytes) -> Any:
-    """JSON from mqd, every number kept as written (see JsonNumber)."""
-    return json.loads(text, parse_float=JsonNumber, parse_int=_integer)
 
 
 class Response:
@@ -122,9 +69,9 @@ def _closed_by_peer(sock: socket.socket) -> bool:
         sock.settimeout(timeout)
 
 
-class Client:
-    """Talks to one daemon at ``url``: ``http://host:port`` or ``unix:/path/to/socket``, through
-    the standard library's http.client, keeping the connection alive between requests."""
+class Client(Operations):
+    """Talks to one mqd at ``url`` (``http://host:port`` or ``unix:/path/to/socket``), with its
+    access token if it has one; use it as a context manager, or ``close()`` it."""
 
     def __init__(
         self, url: str = DEFAULT_URL, *, token: str | None = None, timeout: float = REPLY_MARGIN
@@ -170,7 +117,7 @@ class Client:
                 connection.connect()
             except OSError as exc:  # refused, no such socket, no answer, a name that does not resolve
                 connection.close()
-                raise DaemonUnreachable(self.url, _reason(exc)) from None
+                raise ConnectionFailed(self.url, _reason(exc)) from None
             self._connection = connection
         return self._connection
 
@@ -194,7 +141,7 @@ class Client:
             all_headers["Authorization"] = f"Bearer {self.token}"
         timeout = wait + self.timeout
         if self._aborted:
-            raise DaemonUnreachable(self.url, "interrupted")
+            raise ConnectionFailed(self.url, "interrupted")
         connection = self._connected()
         try:
             connection.sock.settimeout(timeout)
@@ -208,17 +155,17 @@ class Client:
         except TimeoutError:
             self.close()
             seconds = f"{timeout:g} second" + ("" if timeout == 1 else "s")
-            raise DaemonTimeout(f"mqd at {self.url} did not answer within {seconds}") from None
+            raise Timeout(f"mqd at {self.url} did not answer within {seconds}") from None
         except http.client.BadStatusLine as exc:
             self.close()
             if isinstance(exc, http.client.RemoteDisconnected):
-                raise DaemonUnreachable(self.url, "the connection was closed") from None
-            raise ClientError(f"{self.url} does not answer like mqd (it said {str(exc)[:80]!r})") from None
+                raise ConnectionFailed(self.url, "the connection was closed") from None
+            raise MqError(f"{self.url} does not answer like mqd (it said {str(exc)[:80]!r})") from None
         except (OSError, http.client.HTTPException) as exc:
             # Never resent: the daemon may have acted on it before the connection broke (a send
             # stored, a receive taken), and a second copy would be a duplicate.
             self.close()
-            raise DaemonUnreachable(self.url, _reason(exc)) from None
+            raise ConnectionFailed(self.url, _reason(exc)) from None
         if reply.will_close:
             self.close()
         return Response(reply.status, {k.lower(): v for k, v in reply.getheaders()}, data)
@@ -234,109 +181,15 @@ class Client:
         except Exception:
             return None
 
-    def _call(self, method: str, path: str, body: Any = None, **options: Any) -> Response:
-        response = self.request(method, path, body, **options)
+    def _call(self, call: Call) -> Any:
+        response = self.request(call.method, call.path, raw_body=call.body, wait=call.wait)
         if response.status >= 400:
             try:
                 body = response.json()
-                message = body["error"]
-            except (ValueError, KeyError, TypeError):
-                body, message = None, f"mqd answered {response.status} {response.body[:200]!r}"
-            raise ApiError(response.status, message.rstrip("."), body)
-        return response
-
-    # -- endpoints -------------------------------------------------------------------------------
-
-    def status(self) -> dict[str, Any]:
-        return self._call("GET", "/status").json()
-
-    def metrics(self) -> str:
-        return self._call("GET", "/metrics").body.decode()
-
-    def create_queue(self, name: str, **settings: Any) -> tuple[dict[str, Any], bool]:
-        response = self._call("POST", "/queues", {"name": name, **settings})
-        return response.json(), response.status == 201
-
-    def list_queues(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/queues").json()["queues"]
-
-    def queue(self, name: str) -> dict[str, Any]:
-        return self._call("GET", _queue_path(name)).json()
-
-    def delete_queue(self, name: str) -> None:
-        self._call("DELETE", _queue_path(name))
-
-    def purge(self, name: str) -> int:
-        return self._call("DELETE", _queue_path(name, "/messages")).json()["purged"]
-
-    def redrive(self, name: str) -> dict[str, Any]:
-        return self._call("POST", _queue_path(name, "/redrive")).json()
-
-    def send(
-        self,
-        name: str,
-        content: Any = None,
-        *,
-        json_text: str | None = None,
-        delay: float = 0,
-        key: str | None = None,
-    ) -> dict[str, Any]:
-        """Send ``content`` (any JSON value), or ``json_text``: the content's JSON text, which mqd
-        keeps exactly as written (numbers included). Check that it is one JSON value first."""
-        body = '{"content":' + (json_text if json_text is not None else json.dumps(content))
-        if delay:
-            body += f',"delay":{delay!r}'
-        if key is not None:
-            body += ',"key":' + json.dumps(key)  # in the body: any Unicode key travels as is
-        raw = (body + "}").encode("utf-8")
-        return self._call("POST", _queue_path(name, "/messages"), raw_body=raw).json()
-
-    def send_batch(self, name: str, encoded_messages: list[bytes]) -> list[int]:
-        """Send messages already encoded as JSON objects (``{"content": ...}``), all or nothing."""
-        raw = b'{"messages":[' + b",".join(encoded_messages) + b"]}"
-        return self._call("POST", _queue_path(name, "/messages"), raw_body=raw).json()["ids"]
-
-    def receive(
-        self, name: str, *, count: int | None = None, wait: float = 0, lease: float | None = None
-    ) -> list[dict[str, Any]]:
-        """Messages received (removed, or leased with ``lease``); [] when there were none."""
-        query = []
-        if count is not None:
-            query.append(f"count={count}")
-        if wait:
-            query.append(f"wait={wait:g}")
-        if lease is not None:
-            query.append(f"lease={lease:g}")
-        path = _queue_path(name, "/messages") + ("?" + "&".join(query) if query else "")
-        response = self._call("GET", path, wait=wait)
-        if response.status == 204:
-            return []
-        body = response.json()
-        return body["messages"] if count is not None else [body]
-
-    def peek(self, name: str, count: int = 1) -> list[dict[str, Any]]:
-        response = self._call("GET", _queue_path(name, f"/peek?count={count}"))
-        return [] if response.status == 204 else response.json()["messages"]
-
-    def ack(self, name: str, receipt: str) -> None:
-        self._call("DELETE", _queue_path(name, "/messages/" + quote(receipt)))
-
-    def release(self, name: str, receipt: str, delay: float = 0) -> None:
-        body = {"delay": delay} if delay else None
-        self._call("POST", _queue_path(name, f"/messages/{quote(receipt)}/release"), body)
-
-    def extend(self, name: str, receipt: str, lease: float) -> dict[str, Any]:
-        path = _queue_path(name, f"/messages/{quote(receipt)}/extend")
-        return self._call("POST", path, {"lease": lease}).json()
-
-
-def quote(text: str) -> str:
-    """Percent-encode a path segment."""
-    return urllib.parse.quote(text, safe="")
-
-
-def _queue_path(name: str, rest: str = "") -> str:
-    return "/queues/" + quote(name) + rest
+            except ValueError:
+                body = None
+            raise error_of(response.status, body, f"mqd answered {response.status} {response.body[:200]!r}")
+        return call.read(response.status, response.body)
 
 
 def _connector(url: str):
