@@ -22,7 +22,6 @@ from .operations import Call, Operations
 
 CONNECT_TIMEOUT = 5.0
 REPLY_MARGIN = 30.0  # seconds a reply may take beyond any wait the request asked for
-SALVAGE_SECONDS = 0.2  # how long an interrupted request waits for a reply already on its way
 
 
 class Response:
@@ -82,9 +81,6 @@ class Client(Operations):
         self._connect = _connector(self.url)
         self._connection: http.client.HTTPConnection | None = None
         self._aborted = False
-        # The reply to a request cut off by Ctrl-C, if it had arrived: messages mqd handed over
-        # that the caller never saw, so that it can give them back.
-        self.interrupted_reply: Response | None = None
 
     def abort(self) -> None:
         """From another thread: make the request in progress (and any later one) fail at once."""
@@ -149,8 +145,7 @@ class Client(Operations):
             reply = connection.getresponse()
             data = reply.read()
         except KeyboardInterrupt:
-            self.interrupted_reply = self._salvage(method)
-            self.close()  # mqd sees us leave, and keeps what it had not handed over yet
+            self.close()  # mqd sees us leave, and puts back what it took for us
             raise
         except TimeoutError:
             self.close()
@@ -170,16 +165,18 @@ class Client(Operations):
             self.close()
         return Response(reply.status, {k.lower(): v for k, v in reply.getheaders()}, data)
 
-    def _salvage(self, method: str) -> Response | None:
-        """A reply already arriving when the request was interrupted (within a moment)."""
-        try:
-            sock = self._connection.sock
-            sock.settimeout(SALVAGE_SECONDS)
-            reply = http.client.HTTPResponse(sock, method=method)
-            reply.begin()
-            return Response(reply.status, {k.lower(): v for k, v in reply.getheaders()}, reply.read())
-        except Exception:
-            return None
+    def publisher(self, *, window: int = 1000):
+        """A publisher on a stream (mq.threaded.Publisher): sends with a window in flight."""
+        from .threaded import Publisher
+
+        return Publisher(self.url, self.token, window=window)
+
+    def consume(self, queue: str, *, prefetch: int = 100, lease: float | None = 30.0):
+        """Messages of ``queue`` pushed on a stream (mq.threaded.Consumer), ``prefetch`` owed at
+        most; leased for ``lease`` seconds (ack each), or removed as delivered with None."""
+        from .threaded import Consumer
+
+        return Consumer(self.url, queue, self.token, prefetch=prefetch, lease=lease)
 
     def _call(self, call: Call) -> Any:
         response = self.request(call.method, call.path, raw_body=call.body, wait=call.wait)

@@ -5,7 +5,6 @@ No click here: the CLI decides what to do; this module does it against the clien
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +16,7 @@ from . import output
 
 FOLLOW_WAIT_SECONDS = 20
 FOLLOW_LEASE_SECONDS = 30
+FOLLOW_PREFETCH = 10  # messages mqd may push ahead of printing (given back when mqctl stops)
 
 Printer = Callable[[dict[str, Any]], None]
 
@@ -58,65 +58,50 @@ def receive(
 
 def follow(client: Client, queue: str, limit: int | None, lease: float | None, show: Printer) -> int:
     """Print messages as they come until interrupted; how many. Unless ``lease`` asks to ack by
-    hand, each is leased, printed, flushed, then acknowledged: a closed pipe or Ctrl-C gives back
-    at once what was not printed (Ctrl-C is raised again afterwards), so nothing is lost."""
+    hand, they come on a stream: each is leased, printed, flushed, then acknowledged; when mqctl
+    stops (Ctrl-C, a closed pipe, ``--count`` reached) the stream closes and mqd gives back at
+    once what it held for us but we did not print. Nothing is lost."""
+    if lease is not None:
+        return _follow_acking_by_hand(client, queue, limit, lease, show)
     received = 0
-    auto_ack = lease is None
-    batch: list[dict[str, Any]] = []
-    printed: dict[str, Any] | None = None  # shown, not yet acknowledged
-    try:
-        while limit is None or received < limit:
-            want = min(100, limit - received) if limit else 100
-            batch = [
-                message.data
-                for message in client.receive(
-                    queue, count=want, wait=FOLLOW_WAIT_SECONDS, lease=lease or FOLLOW_LEASE_SECONDS
-                )
-            ]
-            while batch:
-                message = batch[0]
-                if auto_ack:
-                    show({k: v for k, v in message.items() if k not in ("receipt", "lease_expires_at")})
-                    sys.stdout.flush()
-                    printed = batch.pop(0)
-                    client.ack(queue, message["receipt"])
-                    printed = None
-                else:
-                    show(message)
-                    sys.stdout.flush()
-                    batch.pop(0)
+    prefetch = FOLLOW_PREFETCH if limit is None else min(limit, FOLLOW_PREFETCH)
+    printed = None  # shown, not yet acknowledged
+    with client.consume(queue, prefetch=prefetch, lease=FOLLOW_LEASE_SECONDS) as consumer:
+        try:
+            while limit is None or received < limit:
+                message = consumer.get()
+                show({k: v for k, v in message.data.items() if k not in ("receipt", "lease_expires_at")})
+                sys.stdout.flush()
+                printed = message
+                _ack_printed(message)
+                printed = None
                 received += 1
-    except KeyboardInterrupt:
-        if auto_ack:
-            _settle_after_interrupt(client, queue, printed, batch)
-        raise
-    except BrokenPipeError:
-        output.silence_stdout()
-    if auto_ack:
-        _give_back(client, queue, batch)
+        except KeyboardInterrupt:
+            if printed is not None:
+                _ack_printed(printed)
+            raise
+        except BrokenPipeError:
+            output.silence_stdout()  # not printed whole: not acknowledged, given back on close
     return received
 
 
-def _settle_after_interrupt(
-    client: Client, queue: str, printed: dict[str, Any] | None, unprinted: list[dict[str, Any]]
-) -> None:
-    """After Ctrl-C: acknowledge what was printed, give back what was not (including a reply
-    that was arriving as the receive was interrupted)."""
-    reply = client.interrupted_reply
-    client.interrupted_reply = None
-    if reply is not None and reply.status == 200:
-        unprinted = unprinted + (reply.json() or {}).get("messages", [])
-    client.close()  # the connection an interrupted request was on is out of step
-    if printed is not None:
-        with contextlib.suppress(MqError):  # else its lease runs out and it comes back
-            client.ack(queue, printed["receipt"])
-    _give_back(client, queue, unprinted)
+def _ack_printed(message) -> None:
+    try:
+        message.ack()
+    except MqError as exc:  # its lease ran out while stdout was blocked: it will come again
+        sys.stderr.write(f"mqctl: message {message.id} was printed but could not be acknowledged ({exc})\n")
 
 
-def _give_back(client: Client, queue: str, messages: list[dict[str, Any]]) -> None:
-    """Release leased messages that were never printed, so others get them at once."""
-    for message in messages:
-        try:
-            client.release(queue, message["receipt"])
-        except MqError:
-            return  # the lease runs out on its own
+def _follow_acking_by_hand(client: Client, queue: str, limit: int | None, lease: float, show: Printer) -> int:
+    """--follow --lease S: print each leased message with its receipt, for the user to settle."""
+    received = 0
+    try:
+        while limit is None or received < limit:
+            want = min(100, limit - received) if limit else 100
+            for message in client.receive(queue, count=want, wait=FOLLOW_WAIT_SECONDS, lease=lease):
+                show(message.data)
+                sys.stdout.flush()
+                received += 1
+    except BrokenPipeError:
+        output.silence_stdout()
+    return received

@@ -1,4 +1,5 @@
-"""Sending from the shell: standard input as records, sent in batches without reading it all first.
+"""Sending from the shell: standard input as records, published in batches on a stream without
+reading it all first.
 
 A batch leaves when it is full, or as soon as the input pauses: ``seq 1 100000 | mqctl send q
 --lines`` sends full batches of 1,000, while ``tail -f log | mqctl send q --lines`` sends each
@@ -11,6 +12,7 @@ import json
 import os
 import select
 import sys
+from collections import deque
 from collections.abc import Callable, Iterator
 
 from mqd.protocol import MAX_BATCH
@@ -20,6 +22,7 @@ from .output import counted
 READ_SIZE = 1 << 16
 MAX_BATCH_MESSAGES = MAX_BATCH
 MAX_BATCH_BYTES = 512 * 1024  # well under the daemon's default 1 MiB body limit
+BATCHES_IN_FLIGHT = 8  # sent and not yet confirmed: the stream's window
 
 
 class InputError(Exception):
@@ -116,17 +119,26 @@ def read_one_message(stdin) -> str:
 
 
 def send_stream(client, queue: str, separator: bytes, as_json: bool, delay: float) -> int:
-    """Send standard input as messages (a batch at a time); how many. If it fails half-way, says
-    on stderr how many were sent before the error, then lets the error go on."""
+    """Send standard input as messages, a batch at a time on a stream, up to BATCHES_IN_FLIGHT
+    unconfirmed; how many. If it fails half-way (mqd refuses a batch, or the stream breaks: the
+    batches then in flight may or may not have been stored), says on stderr how many were
+    confirmed before the error, then lets the error go on."""
     sent = 0
     suffix = f',"delay":{delay!r}}}'.encode() if delay else None
+    in_flight: deque = deque()
     try:
-        for batch in batches(sys.stdin.fileno(), separator, as_json):
-            if suffix:
-                batch = [item[:-1] + suffix for item in batch]
-            client.send_many(queue, batch, encoded=True)
-            sent += len(batch)
+        with client.publisher(window=BATCHES_IN_FLIGHT) as publisher:
+            for batch in batches(sys.stdin.fileno(), separator, as_json):
+                if suffix:
+                    batch = [item[:-1] + suffix for item in batch]
+                in_flight.append(publisher.send_batch_nowait(queue, [item.decode() for item in batch]))
+                while in_flight and (in_flight[0].done() or len(in_flight) > BATCHES_IN_FLIGHT):
+                    sent += len(in_flight.popleft().result())
+            while in_flight:
+                sent += len(in_flight.popleft().result())
     except Exception:
+        for future in in_flight:
+            future.cancel()
         if sent:
             sys.stderr.write(f"mqctl: {counted(sent, 'message')} sent before this error\n")
         raise

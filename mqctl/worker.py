@@ -1,8 +1,11 @@
 """``mqctl run``: lease messages and run a command for each; exit 0 acks, anything else releases.
 
-Each of ``concurrency`` slots is a thread with its own connection that leases one message at a
-time, runs the command with the content on its standard input, extends the lease while the
-command runs past half of it, then acknowledges or releases. Commands run in their own session,
+The messages come on a stream (mq's Consumer), leased, with credit for as many as there are
+slots, so mqd pushes the next as soon as a slot is free and never more than can be run. Each of
+``concurrency`` slots is a thread that takes one message at a time, runs the command with the
+content on its standard input, extends the lease while the command runs past half of it, then
+acknowledges or releases. If mqctl run is killed, its stream closes and mqd gives back at once
+every message it held: nothing waits for a lease to run out. Commands run in their own session,
 so a Ctrl-C meant for mqctl does not kill them: on SIGTERM or SIGINT the slots stop taking
 messages and let running commands finish for ``grace`` seconds; after that (or at a second
 signal) the commands are terminated and their messages released. At-least-once throughout: a
@@ -22,12 +25,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from mq import ApiError, Client, ConnectionFailed, MqError
+from mq import ApiError, Client, Message, MqError
 
 from . import output
 
-IDLE_WAIT_SECONDS = 20  # long-poll per receive while waiting for work
-RECONNECT_SECONDS = 1.0
 POLL_SECONDS = 0.2
 KILL_AFTER_SECONDS = 5.0
 
@@ -77,18 +78,18 @@ class Worker:
         self._abort = threading.Event()
         self._stop_deadline = 0.0
         self._lock = threading.Lock()
-        self._idle_clients: dict[int, Client] = {}
         self._fatal: Exception | None = None
-        self._warned_unreachable = False
+        self._client = Client(url, token=token)
+        self._consumer = None
 
     # -- the main thread -------------------------------------------------------------------------
 
     def run(self) -> Summary:
         """Work until drained, stopped by a signal, or a fatal error (raised after the slots end)."""
-        with Client(self.url, token=self.token) as client:
-            self.max_attempts = client.queue(self.queue).get("max_attempts")
+        self.max_attempts = self._client.queue(self.queue).get("max_attempts")
+        self._consumer = self._client.consume(self.queue, prefetch=self.concurrency, lease=self.lease)
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-        slots = [threading.Thread(target=self._slot, args=(i,), daemon=True) for i in range(self.concurrency)]
+        slots = [threading.Thread(target=self._slot, daemon=True) for _ in range(self.concurrency)]
         try:
             for slot in slots:
                 slot.start()
@@ -98,6 +99,8 @@ class Worker:
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+            self._consumer.close()  # what it still held goes back to mqd at once
+            self._client.close()
         if self._fatal is not None:
             raise self._fatal
         return self.summary
@@ -113,9 +116,6 @@ class Worker:
         if not self._stopping.is_set():
             self._stop_deadline = time.monotonic() + self.grace
             self._stopping.set()
-        with self._lock:
-            for client in self._idle_clients.values():
-                client.abort()  # interrupts a long-poll; its lease, if any, simply runs out
 
     def _fail(self, error: Exception) -> None:
         with self._lock:
@@ -125,87 +125,71 @@ class Worker:
 
     # -- the slots -------------------------------------------------------------------------------
 
-    def _slot(self, number: int) -> None:
-        client = Client(self.url, token=self.token)
+    def _slot(self) -> None:
         try:
             while not self._stopping.is_set():
-                message = self._next_message(number, client)
+                message = self._next_message()
                 if message is None:
-                    if self.drain:
+                    if self.drain and self._drained():
                         return
                     continue
-                self._process(client, message)
+                self._process(message)
         except CommandNotRunnable as exc:
             self._fail(exc)
         except MqError as exc:
             if not self._stopping.is_set():
                 self._fail(exc)
-        finally:
-            client.close()
 
-    def _next_message(self, number: int, client: Client) -> dict[str, Any] | None:
-        with self._lock:
-            if self._stopping.is_set():
-                return None
-            self._idle_clients[number] = client
+    def _next_message(self) -> Message | None:
         try:
-            wait = 0 if self.drain else IDLE_WAIT_SECONDS
-            batch = client.receive(self.queue, count=1, wait=wait, lease=self.lease)
-            self._warned_unreachable = False
-            return batch[0].data if batch else None
-        except ConnectionFailed as exc:
-            if self.drain or self._stopping.is_set():
-                raise
-            if not self._warned_unreachable:  # mqd restarting is normal: keep trying
-                self._warned_unreachable = True
-                print(f"mqctl run: {exc}; retrying", file=sys.stderr, flush=True)
-            self._stopping.wait(RECONNECT_SECONDS)
+            return self._consumer.get(timeout=POLL_SECONDS)
+        except TimeoutError:
             return None
-        finally:
-            with self._lock:
-                self._idle_clients.pop(number, None)
 
-    def _process(self, client: Client, message: dict[str, Any]) -> None:
-        receipt = message["receipt"]
+    def _drained(self) -> bool:
+        """--drain: nothing came, and the queue has nothing ready (what others hold may come back)."""
+        return self._client.queue(self.queue)["ready"] == 0
+
+    def _process(self, message: Message) -> None:
         try:
             process = self._spawn(message)
         except OSError as exc:
-            self._release(client, receipt)
+            self._release(message)
             raise CommandNotRunnable(f"cannot run {self.command[0]}: {exc.strerror or exc}") from None
-        exit_status = self._supervise(client, process, receipt)
+        exit_status = self._supervise(process, message)
         if exit_status is None:  # stopped after the grace period
-            self._release(client, receipt)
+            self._release(message)
             self._count("interrupted")
         elif exit_status == 0:
             try:
-                client.ack(self.queue, receipt)
+                message.ack()
                 self._count("processed")
             except ApiError as exc:
                 if exc.code != "receipt_not_found":
                     raise
                 self._lost_lease(message)
         else:
-            self._release(client, receipt, self.retry_delay)
+            self._release(message, self.retry_delay)
             self._count("failed")
-            if self.max_attempts is not None and message["attempts"] >= self.max_attempts:
+            if self.max_attempts is not None and message.attempts >= self.max_attempts:
                 self._count("dead_lettered")
 
-    def _spawn(self, message: dict[str, Any]) -> subprocess.Popen:
-        content = message["content"]
+    def _spawn(self, message: Message) -> subprocess.Popen:
+        content = message.content
         data = output.content_text(content)
         environment = {
             **os.environ,
             "MQ_QUEUE": self.queue,
-            "MQ_MESSAGE_ID": str(message["id"]),
-            "MQ_ATTEMPTS": str(message["attempts"]),
-            "MQ_RECEIPT": message["receipt"],
+            "MQ_MESSAGE_ID": str(message.id),
+            "MQ_ATTEMPTS": str(message.attempts),
+            "MQ_RECEIPT": message.receipt,
         }
         with tempfile.TemporaryFile() as stdin:  # a file, so a command that never reads cannot block us
             stdin.write(data.encode("utf-8", "backslashreplace"))
             stdin.seek(0)
             return subprocess.Popen(self.command, stdin=stdin, env=environment, start_new_session=True)
 
-    def _supervise(self, client: Client, process: subprocess.Popen, receipt: str) -> int | None:
+    def _supervise(self, process: subprocess.Popen, message: Message) -> int | None:
         """Wait for the command, extending its lease at half-time; None if it had to be stopped."""
         next_extension = time.monotonic() + self.lease / 2
         while True:
@@ -219,23 +203,23 @@ class Worker:
                 return None
             if now >= next_extension:
                 try:
-                    client.extend(self.queue, receipt, self.lease)
+                    message.extend(self.lease)
                 except ApiError as exc:
                     if exc.code != "receipt_not_found":
                         raise
                 next_extension = now + self.lease / 2
 
-    def _release(self, client: Client, receipt: str, delay: float = 0) -> None:
+    def _release(self, message: Message, delay: float = 0) -> None:
         try:
-            client.release(self.queue, receipt, delay)
+            message.release(delay)
         except ApiError as exc:
             if exc.code != "receipt_not_found":  # the lease already ran out: the message is back anyway
                 raise
 
-    def _lost_lease(self, message: dict[str, Any]) -> None:
+    def _lost_lease(self, message: Message) -> None:
         self._count("lost_leases")
         print(
-            f"mqctl run: message {message['id']} outlived its lease (was mqd unreachable?); "
+            f"mqctl run: message {message.id} outlived its lease (was mqd unreachable?); "
             "it will be delivered again",
             file=sys.stderr,
             flush=True,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -111,3 +112,40 @@ def test_a_command_that_cannot_run_is_exit_127_and_loses_nothing(mq):
 def test_run_on_a_missing_queue_says_so(mq):
     result = mq("run", "nope", "--drain", "--", "true")
     assert result.returncode == 5 and "queue 'nope' does not exist" in result.stderr
+
+
+def test_a_killed_run_gives_its_messages_back_at_once(mq, tmp_path):
+    """SIGKILL: no grace, no goodbye. Its stream closes with it, and mqd releases at once what it
+    held (the running command's message and those pushed ahead), not after the 300 s lease."""
+    mq("create", "jobs")
+    send_lines(mq, "jobs", *(f"job {i}" for i in range(5)))
+    started = tmp_path / "started"
+    env = {**os.environ, **mq.env}
+    worker = subprocess.Popen(
+        [
+            MQCTL,
+            "run",
+            "jobs",
+            "--concurrency",
+            "2",
+            "--lease",
+            "300",
+            "--",
+            "sh",
+            "-c",
+            f"touch {started}; sleep 60",
+        ],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 15
+    while not started.exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    worker.kill()
+    worker.wait()
+    deadline = time.monotonic() + 10
+    while json.loads(mq("info", "jobs", "--json").stdout)["ready"] < 5:
+        assert time.monotonic() < deadline, "the messages stayed leased to a dead worker"
+        time.sleep(0.05)
+    assert json.loads(mq("info", "jobs", "--json").stdout)["leased"] == 0
