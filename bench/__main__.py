@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import nodes, observing, report, servers, shell, workloads
+from . import nodes, observing, report, servers, shell, streams, workloads
 from .systems import BY_NAME, SYSTEMS, System
 
 SMOKE_SYSTEMS = ("mqd", "ceiling")
@@ -35,7 +35,7 @@ def _options(argv: list[str] | None) -> argparse.Namespace:
         "--systems", help=f"comma-separated, of: {', '.join(BY_NAME)} (default: all available)"
     )
     parser.add_argument(
-        "--workloads", default="W1,W2,W3,W4,W5,W6,W7,W8,W9,W10", help="comma-separated (default all)"
+        "--workloads", default="W1,W2,W3,W4,W5,W6,W7,W8,W9,W10,W11", help="comma-separated (default all)"
     )
     parser.add_argument("--backlog", type=int, default=1_000_000, help="the large backlog of W6 and W8")
     parser.add_argument("--output", help="also write the report here (e.g. docs/performance.md)")
@@ -124,6 +124,12 @@ async def _backlog(seconds: float, backlog: int, wanted: set[str], extra: dict[s
 
 
 async def _mqd_alone(options: argparse.Namespace, wanted: set[str], extra: dict[str, list[float]]) -> None:
+    if "W11" in wanted:  # the streams' own: one producer with 1,000 in flight; 1,000 idle streams
+        system = BY_NAME["mqd"]
+        with servers.temporary_directory("mqd-streams") as directory, system.start(directory) as server:
+            extra.setdefault("w4s", []).append(await streams.window(server, options.seconds))
+            for key, value in (await streams.idle(server)).items():
+                extra.setdefault(key, []).append(value)
     if wanted & {"W6", "W8"}:
         await _backlog(options.seconds, options.backlog, wanted, extra)
     if wanted & {"W5", "W7"}:

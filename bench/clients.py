@@ -71,6 +71,50 @@ class Http:
         await self.session.close()
 
 
+class MqdStream:
+    """mqd over streams, through the client library: a publisher per producer (its sends
+    confirmed once durable; a batch is many sends in flight at once, coalesced by the publisher),
+    a consumer per consumer (lease + ack each message, prefetch 10)."""
+
+    def __init__(self, url: str) -> None:
+        import mq
+
+        self.url = url
+        self.client = mq.AsyncClient(url)
+        self.publisher = None
+        self.consumer = None
+
+    async def prepare(self) -> None:
+        await self.client.create_queue(QUEUE)
+        await self.client.purge(QUEUE)
+
+    async def send(self, payload: str) -> None:
+        if self.publisher is None:
+            self.publisher = self.client.publisher()
+        await self.publisher.send(QUEUE, payload)
+
+    async def send_batch(self, payloads: list[str]) -> None:
+        if self.publisher is None:
+            self.publisher = self.client.publisher()
+        await asyncio.gather(*(self.publisher.send(QUEUE, p) for p in payloads))
+
+    async def receive(self) -> bool:
+        if self.consumer is None:
+            self.consumer = self.client.consume(QUEUE, prefetch=10, lease=30)
+        try:
+            message = await asyncio.wait_for(self.consumer.get(), 0.5)
+        except TimeoutError:
+            return False
+        await message.ack()
+        return True
+
+    async def close(self) -> None:
+        for stream in (self.publisher, self.consumer):
+            if stream is not None:
+                await stream.close()
+        await self.client.close()
+
+
 class Redis:
     """LPUSH / RPOP, the list-as-a-queue pattern."""
 

@@ -111,6 +111,31 @@ def targets(results: Results, extra: dict[str, float]) -> list[str]:
     t.check("W4: mqd ÷ NATS JetStream > 4", ratio("W4", "mqd", "nats"), lambda v: v > 4, "×")
     t.check("W4: mqd ÷ Redis durable (reported)", ratio("W4", "mqd", "redis"), lambda v: True, "×")
     t.check("W1: mqd p99 < 2 ms", lambda: _median(results[("W1", "mqd")], "p99_ms"), lambda v: v < 2, " ms")
+    stream = "mqd-stream"  # W1s-W3s are the W1-W3 of mqd on streams
+    t.check("W2s: streams ÷ HTTP ceiling's W2 ≥ 3", ratio("W2", stream, "ceiling"), lambda v: v >= 3, "×")
+    t.check("W2s: streams ÷ Redis durable W2 ≥ 1.0", ratio("W2", stream, "redis"), lambda v: v >= 1, "×")
+    t.check(
+        "W2s: streams ÷ beanstalkd durable W2 ≥ 1.5",
+        ratio("W2", stream, "beanstalkd"),
+        lambda v: v >= 1.5,
+        "×",
+    )
+    t.check(
+        "W3s: streams ÷ beanstalkd durable W3 ≥ 1.5",
+        ratio("W3", stream, "beanstalkd"),
+        lambda v: v >= 1.5,
+        "×",
+    )
+    t.check("W3s: streams ÷ Redis durable W3 ≥ 1.0", ratio("W3", stream, "redis"), lambda v: v >= 1, "×")
+    t.check(
+        "W2s: server CPU ÷ Redis durable's W2 ≤ 2",
+        lambda: _median(results[("W2", stream)], "cpu_us") / _median(results[("W2", "redis")], "cpu_us"),
+        lambda v: v <= 2,
+        "×",
+    )
+    t.check(
+        "W1s: streams p99 < 1 ms", lambda: _median(results[("W1", stream)], "p99_ms"), lambda v: v < 1, " ms"
+    )
     for key, description, goal, unit in (
         ("w6_w1_ratio", "W6: W1 at 1,000,000 waiting ÷ empty ≥ 0.85", lambda v: v >= 0.85, "×"),
         ("w6_w2_ratio", "W6: W2 at 1,000,000 waiting ÷ empty ≥ 0.85", lambda v: v >= 0.85, "×"),
@@ -120,6 +145,19 @@ def targets(results: Results, extra: dict[str, float]) -> list[str]:
         ("w7_send", "W7: mqctl send --lines ≥ 50,000 lines/s", lambda v: v >= 50_000, " lines/s"),
         ("w7_receive", "W7: mqctl receive --count ≥ 50,000 lines/s", lambda v: v >= 50_000, " lines/s"),
         ("w8_seconds", "W8: restart to ready with 1,000,000 waiting ≤ 2 s", lambda v: v <= 2, " s"),
+        (
+            "w4s",
+            "W4s: one producer, 1,000 in flight on a stream ≥ 200,000 msg/s",
+            lambda v: v >= 200_000,
+            " msg/s",
+        ),
+        ("idle_streams_rss_mib", "1,000 idle streams: < 50 MiB more RSS", lambda v: v < 50, " MiB"),
+        (
+            "idle_streams_status_max_ms",
+            "1,000 idle streams: GET /status < 10 ms (worst of 50)",
+            lambda v: v < 10,
+            " ms",
+        ),
     ):
         t.check(description, (lambda key=key: extra[key]) if key in extra else None, goal, unit)
     return [

@@ -50,6 +50,9 @@ SYSTEMS = [
     System("mqd-lease", "mqd, lease + ack", True, _mqd("always"), lambda s: clients.Http(s.url, lease=True)),
     System("mqd-fast", "mqd (--fsync off)", False, _mqd("off"), lambda s: clients.Http(s.url)),
     System(
+        "mqd-stream", "mqd streams (fsync always)", True, _mqd("always"), lambda s: clients.MqdStream(s.url)
+    ),
+    System(
         "ceiling",
         "aiohttp from memory (ceiling)",
         False,

@@ -269,7 +269,7 @@ class Publisher:
             seq = stream.next_seq()
             in_flight[seq] = batch
             reply = await stream.request(_publish_frame(seq, batch), seq)
-            reply.add_done_callback(lambda done, seq=seq: self._confirmed(in_flight.pop(seq, []), done))
+            reply.add_done_callback(functools.partial(self._confirmed, in_flight, seq))
         # The stream broke: what it did not confirm goes again, in the order it was sent (but
         # batches without keys, whose fate nobody can tell).
         unconfirmed = [o for batch in in_flight.values() for o in batch if not o.future.done()]
@@ -294,9 +294,10 @@ class Publisher:
             batch.append(self._waiting.popleft())
         return batch
 
-    def _confirmed(self, batch: list[_Outgoing], reply: asyncio.Future) -> None:
+    def _confirmed(self, in_flight: dict[int, list[_Outgoing]], seq: int, reply: asyncio.Future) -> None:
         if reply.cancelled() or isinstance(reply.exception(), StreamLost):
-            return  # sent again on the next stream
+            return  # left in flight: sent again on the next stream
+        batch = in_flight.pop(seq)
         error = reply.exception()
         if error is None:
             frame = reply.result()
@@ -436,11 +437,7 @@ class Consumer:
 
     async def _settle(self, stream: Stream, how: str, message: Message, *args: Any) -> Any:
         if stream is not self._stream or stream.lost.done():
-            raise ReceiptNotFound(
-                f"the lease of message {message.id} ended with the stream that delivered it; "
-                "it will be delivered again",
-                code="receipt_not_found",
-            )
+            raise _lease_ended(message)
         fields: dict[str, Any] = {"receipt": message.receipt}
         if how == "release" and args and args[0]:
             fields["delay"] = args[0]
@@ -448,6 +445,8 @@ class Consumer:
             fields["lease"] = args[0]
         try:
             reply = await stream.call(how, **fields)
+        except StreamLost:
+            raise _lease_ended(message) from None
         except ReceiptNotFound:
             if how != "extend":
                 self._credit_back()  # settled all the same: its lease had run out
@@ -472,3 +471,11 @@ class Consumer:
     async def _grant(self, stream: Stream, credit: int) -> None:
         with contextlib.suppress(MqError):  # the stream broke: the next subscription has full credit
             await stream.call("credit", sub=self._sub, credit=credit)
+
+
+def _lease_ended(message: Message) -> ReceiptNotFound:
+    return ReceiptNotFound(
+        f"the lease of message {message.id} ended with the stream that delivered it; "
+        "it may be delivered again",
+        code="receipt_not_found",
+    )

@@ -412,6 +412,7 @@ class Route:
     body: str | None = None  # a name in SCHEMAS, or "Send" (one message or a batch)
     body_required: bool = True
     header_key: bool = False  # takes the Idempotency-Key header
+    websocket: bool = False  # an upgrade: its frames are docs/streams.md's, not OpenAPI's to describe
 
 
 BAD = Reply(
@@ -466,6 +467,7 @@ ROUTES: tuple[Route, ...] = (
             101: Reply("Switching to the WebSocket protocol: frames as docs/streams.md says."),
             426: Reply("Not a WebSocket upgrade.", "Error", ("upgrade_required",)),
         },
+        websocket=True,
     ),
     Route(
         "POST",

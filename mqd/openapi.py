@@ -72,6 +72,10 @@ def _reply(reply: contract.Reply) -> dict[str, Any]:
     return answer
 
 
+# GET /stream is a WebSocket: OpenAPI describes requests and replies, not frames (the document's
+# description points to docs/streams.md, which lists every frame).
+HTTP_ROUTES = tuple(route for route in contract.ROUTES if not route.websocket)
+
 LEASE_LINKS = {
     "ack": ("ackMessage", "Acknowledge this lease."),
     "extend": ("extendLease", "Extend this lease."),
@@ -148,7 +152,7 @@ def _operation(route: contract.Route, max_wait: float) -> dict[str, Any]:
 def document(max_wait: float = protocol.MAX_WAIT_SECONDS) -> dict[str, Any]:
     """The document; ``max_wait`` is the daemon's configured cap on long-polls."""
     paths: dict[str, Any] = {}
-    for route in contract.ROUTES:
+    for route in HTTP_ROUTES:
         item = paths.setdefault(route.path, {})
         if "parameters" not in item and _path_parameters(route.path):
             item["parameters"] = _path_parameters(route.path)
@@ -156,7 +160,7 @@ def document(max_wait: float = protocol.MAX_WAIT_SECONDS) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "mq", "version": __version__, "description": DESCRIPTION},
-        "tags": [{"name": tag} for tag in dict.fromkeys(route.tag for route in contract.ROUTES)],
+        "tags": [{"name": tag} for tag in dict.fromkeys(route.tag for route in HTTP_ROUTES)],
         "security": [{}, {"token": []}],
         "paths": paths,
         "components": {
