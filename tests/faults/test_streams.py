@@ -26,6 +26,7 @@ from ..helpers import MqdProcess, free_port
 from .conftest import scaled
 
 KILLS = scaled(4, 30)
+HOSTILE_SECONDS = scaled(0, 600)  # the full run keeps hostile clients coming for ten minutes
 PUBLISHERS = 4
 CONSUMERS = 2
 
@@ -99,19 +100,18 @@ async def test_kill_9_under_stream_producers_and_consumers_loses_nothing_and_sto
 
 # -- hostile frames ------------------------------------------------------------------------------------
 
-ANY_JSON = st.recursive(
-    st.one_of(
-        st.none(),
-        st.booleans(),
-        st.integers(-(2**70), 2**70),
-        st.floats(allow_nan=False),
-        st.text(max_size=20),
-    ),
-    lambda children: st.one_of(
-        st.lists(children, max_size=3), st.dictionaries(st.text(max_size=8), children, max_size=3)
-    ),
-    max_leaves=6,
+SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=False), st.text(max_size=20)
 )
+
+
+def _nested(children):
+    return st.one_of(
+        st.lists(children, max_size=3), st.dictionaries(st.text(max_size=8), children, max_size=3)
+    )
+
+
+ANY_JSON = st.recursive(SCALARS, _nested, max_leaves=6)
 TYPES = st.sampled_from(
     ["publish", "subscribe", "credit", "cancel", "ack", "release", "extend", "fly", 7, None]
 )
@@ -192,7 +192,10 @@ def test_hostile_frames_never_crash_mqd_or_give_an_internal_error(tmp_path, figu
             if examples["n"] % 20 == 0:
                 rss.append(int(Path(f"/proc/{daemon.pid}/status").read_text().split("VmRSS:")[1].split()[0]))
 
+        started = time.monotonic()
         attack()
+        while time.monotonic() - started < HOSTILE_SECONDS:
+            attack()  # another round of generated examples
         assert daemon.process.poll() is None, "mqd died"
         status, body, _ = daemon.call("GET", "/status")
         assert status == 200 and body["status"] == "ok"
@@ -200,7 +203,9 @@ def test_hostile_frames_never_crash_mqd_or_give_an_internal_error(tmp_path, figu
         assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
         figures.update(
             examples=examples["n"],
+            seconds=round(time.monotonic() - started),
             rss_kib_first=rss[0] if rss else None,
+            rss_kib_middle=rss[len(rss) // 2] if rss else None,
             rss_kib_last=rss[-1] if rss else None,
         )
         if len(rss) >= 4:  # once warmed up, memory stays where it was
