@@ -170,6 +170,7 @@ class Publisher:
         self._waiting: deque[_Outgoing] = deque()
         self._wake = asyncio.Event()
         self._unconfirmed = 0
+        self._outstanding: set[_Outgoing] = set()  # sent or waiting, not yet answered
         self._all_confirmed = asyncio.Event()
         self._all_confirmed.set()
         self._keys = f"mq-{secrets.token_hex(8)}-"
@@ -223,12 +224,14 @@ class Publisher:
             self._unconfirmed += 1
             self._all_confirmed.clear()
             self._waiting.append(outgoing)
+            self._outstanding.add(outgoing)
             self._wake.set()
             if self._runner is None:
                 self._runner = asyncio.ensure_future(self._run())
             try:
                 return await outgoing.future
             finally:
+                self._outstanding.discard(outgoing)
                 self._unconfirmed -= 1
                 if not self._unconfirmed:
                     self._all_confirmed.set()
@@ -251,12 +254,14 @@ class Publisher:
                     await self._send_on(stream)
                 finally:
                     await stream.close()
-        except MqError as exc:  # a refusal reconnecting cannot cure: every send hears of it
-            self._failure = exc
-            while self._waiting:
-                outgoing = self._waiting.popleft()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a refusal reconnecting cannot cure: every send hears of it
+            self._failure = exc if isinstance(exc, MqError) else MqError(f"the publisher failed: {exc!r}")
+            self._waiting.clear()
+            for outgoing in list(self._outstanding):
                 if not outgoing.future.done():
-                    outgoing.future.set_exception(exc)
+                    outgoing.future.set_exception(self._failure)
 
     async def _send_on(self, stream: Stream) -> None:
         in_flight: dict[int, list[_Outgoing]] = {}
@@ -415,7 +420,9 @@ class Consumer:
                 except StreamLost:
                     pass
                 self._drop_undelivered()  # mqd released them when the stream broke
-        except MqError as exc:  # no such queue, a wrong token: the consumer cannot go on
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # no such queue, a wrong token: the consumer cannot go on, and says so
             self._inbox.put_nowait(exc)
 
     def _delivered(self, sub: int, messages: list[dict[str, Any]]) -> None:

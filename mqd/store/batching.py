@@ -26,10 +26,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Protocol
 
 from ..errors import InternalError, MqError
+from ..model import Delivery, Queue
 
 log = logging.getLogger("mqd.store")
 
@@ -169,3 +170,39 @@ def _settle(future: asyncio.Future, value: Any) -> None:
 def _settle_all(futures: list[asyncio.Future], error: MqError) -> None:
     for future in futures:
         _settle(future, error)
+
+
+class BatchedPrimitives:
+    """The primitives every store carries out the same way: an operation for its batcher, run by
+    its ``_writes`` object's function of the same purpose (``acks``, ``releases``, ...). A store
+    sets ``self._batcher`` and ``self._writes``; sends, takes and the catalogue stay its own."""
+
+    _batcher: Batcher
+    _writes: Any
+
+    async def _write(self, kind: Hashable, run_all: Callable, request: Any) -> Any:
+        return await self._batcher.run(Operation(kind, run_all, request))
+
+    async def ack(self, queue_id: int, message_id: int, token: str, now: float) -> bool:
+        return await self._write("ack", self._writes.acks, (queue_id, message_id, token, now))
+
+    async def release(
+        self, queue_id: int, message_id: int, token: str, now: float, visible_at: float
+    ) -> bool:
+        return await self._write(
+            "release", self._writes.releases, (queue_id, message_id, token, now, visible_at)
+        )
+
+    async def extend(self, queue_id: int, message_id: int, token: str, now: float, expires_at: float) -> bool:
+        return await self._write(
+            "extend", self._writes.extensions, (queue_id, message_id, token, now, expires_at)
+        )
+
+    async def restore(self, queue_id: int, deliveries: Sequence[Delivery]) -> int:
+        return await self._write("restore", self._writes.restores, (queue_id, deliveries))
+
+    async def purge(self, queue_id: int) -> int:
+        return await self._write("purge", self._writes.purges, queue_id)
+
+    async def redrive(self, queue_id: int, now: float) -> list[tuple[Queue, int]]:
+        return await self._write(object(), self._writes.redrives, (queue_id, now))  # alone: it moves many

@@ -38,7 +38,7 @@ from ..model import (
 )
 from . import postgres_writes
 from .base import Store, StoreListener
-from .batching import Batcher, Group, Operation
+from .batching import BatchedPrimitives, Batcher, Group
 from .postgres_migrations import NAME, SCHEMA_VERSION, UPGRADES, channel, tables
 from .postgres_writes import Changes, Writes
 
@@ -105,7 +105,7 @@ def store_failure(exc: BaseException) -> MqError | None:
     return None
 
 
-class PostgresStore(Store):
+class PostgresStore(BatchedPrimitives, Store):
     kind = "postgresql"
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
@@ -286,9 +286,6 @@ class PostgresStore(Store):
                 raise failure from None
         return outcomes
 
-    async def _write(self, kind, run_all, request):
-        return await self._batcher.run(Operation(kind, run_all, request))
-
     async def create_queue(self, name: str, settings: QueueSettings, now: float) -> tuple[Queue, bool]:
         return await self._write(object(), self._writes.create_queues, (name, settings, now))
 
@@ -309,30 +306,6 @@ class PostgresStore(Store):
     ) -> TakeResult:
         takes = _bound(self._writes.takes, queue_id=queue_id)
         return await self._write(("take", queue_id, lease is None), takes, (count, now, lease, dead_letter))
-
-    async def ack(self, queue_id: int, message_id: int, token: str, now: float) -> bool:
-        return await self._write("ack", self._writes.acks, (queue_id, message_id, token, now))
-
-    async def release(
-        self, queue_id: int, message_id: int, token: str, now: float, visible_at: float
-    ) -> bool:
-        return await self._write(
-            "release", self._writes.releases, (queue_id, message_id, token, now, visible_at)
-        )
-
-    async def extend(self, queue_id: int, message_id: int, token: str, now: float, expires_at: float) -> bool:
-        return await self._write(
-            "extend", self._writes.extensions, (queue_id, message_id, token, now, expires_at)
-        )
-
-    async def restore(self, queue_id: int, deliveries: Sequence[Delivery]) -> int:
-        return await self._write("restore", self._writes.restores, (queue_id, deliveries))
-
-    async def purge(self, queue_id: int) -> int:
-        return await self._write("purge", self._writes.purges, queue_id)
-
-    async def redrive(self, queue_id: int, now: float) -> list[tuple[Queue, int]]:
-        return await self._write(object(), self._writes.redrives, (queue_id, now))
 
     # -- reads: straight to the pool --------------------------------------------------------------
 

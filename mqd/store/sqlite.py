@@ -37,7 +37,7 @@ from ..model import (
 )
 from . import sqlite_reads
 from .base import Store
-from .batching import Batcher, Operation
+from .batching import BatchedPrimitives, Batcher
 from .high_water import HIGH_WATER_FILE, HighWaterMark
 from .sqlite_tables import APPLICATION_ID, SCHEMA, SCHEMA_VERSION
 from .sqlite_threads import Reader, Writer
@@ -51,7 +51,7 @@ LOCK_FILE = "mqd.lock"
 DEFAULT_MIN_FREE_BYTES = 64 * 1024 * 1024
 
 
-class SQLiteStore(Store):
+class SQLiteStore(BatchedPrimitives, Store):
     """Queues in ``<data_dir>/mq.sqlite3``. This object opens, checks and closes the store and
     turns each primitive into an operation for the writer (sqlite_writes.py) or a read for the
     reader (sqlite_reads.py)."""
@@ -228,17 +228,11 @@ class SQLiteStore(Store):
 
     # -- the primitives: writes go to the writer, reads to the reader ----------------------------
 
-    async def _write(self, kind, run_all: Callable, request) -> object:
-        return await self._batcher.run(Operation(kind, run_all, request))
-
-    async def _alone(self, run_all: Callable, request) -> object:
-        return await self._batcher.run(Operation(object(), run_all, request))
-
     async def create_queue(self, name: str, settings: QueueSettings, now: float) -> tuple[Queue, bool]:
         return await self._write("create", self._writes.create_queues, (name, settings, now))
 
     async def delete_queue(self, queue_id: int) -> None:
-        await self._alone(self._writes.delete_queues, queue_id)
+        await self._write(object(), self._writes.delete_queues, queue_id)  # alone
 
     async def find_queue(self, name: str) -> Queue | None:
         return await self._reader.run(functools.partial(sqlite_reads.find_queue, name=name))
@@ -254,30 +248,6 @@ class SQLiteStore(Store):
     ) -> TakeResult:
         takes = functools.partial(self._writes.takes, queue_id=queue_id)
         return await self._write(("take", queue_id), takes, (count, now, lease, dead_letter))
-
-    async def ack(self, queue_id: int, message_id: int, token: str, now: float) -> bool:
-        return await self._write("ack", self._writes.acks, (queue_id, message_id, token, now))
-
-    async def release(
-        self, queue_id: int, message_id: int, token: str, now: float, visible_at: float
-    ) -> bool:
-        return await self._write(
-            "release", self._writes.releases, (queue_id, message_id, token, now, visible_at)
-        )
-
-    async def extend(self, queue_id: int, message_id: int, token: str, now: float, expires_at: float) -> bool:
-        return await self._write(
-            "extend", self._writes.extensions, (queue_id, message_id, token, now, expires_at)
-        )
-
-    async def restore(self, queue_id: int, deliveries: Sequence[Delivery]) -> int:
-        return await self._write("restore", self._writes.restores, (queue_id, deliveries))
-
-    async def purge(self, queue_id: int) -> int:
-        return await self._write("purge", self._writes.purges, queue_id)
-
-    async def redrive(self, queue_id: int, now: float) -> list[tuple[Queue, int]]:
-        return await self._alone(self._writes.redrives, (queue_id, now))
 
     async def stats(self, now: float, queue_id: int | None = None) -> list[QueueStats]:
         return await self._reader.run(functools.partial(sqlite_reads.stats, now=now, queue_id=queue_id))
