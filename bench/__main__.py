@@ -128,6 +128,9 @@ async def _mqd_alone(options: argparse.Namespace, wanted: set[str], extra: dict[
         system = BY_NAME["mqd"]
         with servers.temporary_directory("mqd-streams") as directory, system.start(directory) as server:
             extra.setdefault("w4s", []).append(await streams.window(server, options.seconds))
+            extra.setdefault("w4s_without_keys", []).append(
+                await streams.window(server, options.seconds, keys=False)
+            )
             for key, value in (await streams.idle(server)).items():
                 extra.setdefault(key, []).append(value)
     if wanted & {"W6", "W8"}:

@@ -18,11 +18,12 @@ IN_FLIGHT = 1000
 IDLE_STREAMS = 1000
 
 
-async def window(server: servers.Server, seconds: float) -> float:
-    """W4s: messages per second, one publisher with IN_FLIGHT sends awaited at once."""
+async def window(server: servers.Server, seconds: float, keys: bool = True) -> float:
+    """W4s: messages per second, one publisher with IN_FLIGHT sends awaited at once (with the
+    idempotency keys a publisher gives every message by default, or without)."""
     adapter = MqdStream(server.url)
     await adapter.prepare()
-    adapter.publisher = adapter.client.publisher(window=IN_FLIGHT)
+    adapter.publisher = adapter.client.publisher(window=IN_FLIGHT, keys=keys)
     sent = 0
 
     async def keep_sending(deadline: float) -> None:

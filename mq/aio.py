@@ -82,10 +82,12 @@ class AsyncClient(Operations):
 
     # -- streams ---------------------------------------------------------------------------------
 
-    def publisher(self, *, window: int = 1000) -> Publisher:
+    def publisher(self, *, window: int = 1000, keys: bool = True) -> Publisher:
         """A publisher on a stream of its own: ``await publisher.send(queue, content)`` returns
-        the id once the message is durable, with up to ``window`` in flight (see streams.py)."""
-        return Publisher(self, window=window)
+        the id once the message is durable, with up to ``window`` in flight (see streams.py).
+        ``keys=False`` sends messages without the idempotency keys that make a resend after a
+        reconnect harmless: cheaper for mqd to store, at the price of a possible duplicate."""
+        return Publisher(self, window=window, keys=keys)
 
     def consume(self, queue: str, *, prefetch: int = 100, lease: float | None = 30.0) -> Consumer:
         """Messages of ``queue`` as they arrive, ``prefetch`` at most owed at a time; leased for

@@ -164,8 +164,9 @@ class Publisher:
     mqd has the message durably, and many sends may be awaited at once (up to ``window``
     unconfirmed): concurrent sends to one queue travel together, in batches of up to 1000."""
 
-    def __init__(self, client: AsyncClient, *, window: int = 1000) -> None:
+    def __init__(self, client: AsyncClient, *, window: int = 1000, keys: bool = True) -> None:
         self._client = client
+        self._make_keys = keys
         self._room = asyncio.Semaphore(window)
         self._waiting: deque[_Outgoing] = deque()
         self._wake = asyncio.Event()
@@ -195,13 +196,15 @@ class Publisher:
         delay: float = 0,
         key: str | None = None,
     ) -> int:
-        """The message's id, once durable. Without ``key`` one is made, so that a send repeated
-        after a reconnect is not stored twice."""
+        """The message's id, once durable. Without ``key`` one is made (unless the publisher was
+        made with ``keys=False``), so that a send repeated after a reconnect is not stored twice;
+        a message without a key is sent again all the same, and may then be stored twice."""
         if self._closed:
             raise MqError("the publisher is closed")
         if self._failure is not None:
             raise self._failure
-        key = key or f"{self._keys}{next(self._made_keys)}"
+        if key is None and self._make_keys:
+            key = f"{self._keys}{next(self._made_keys)}"
         return await self._enqueue(queue, message_body(content, json_text=json_text, delay=delay, key=key), 0)
 
     async def send_batch(self, queue: str, items: list[str], *, resend: bool = False) -> list[int]:

@@ -165,11 +165,12 @@ class Client(Operations):
             self.close()
         return Response(reply.status, {k.lower(): v for k, v in reply.getheaders()}, data)
 
-    def publisher(self, *, window: int = 1000):
-        """A publisher on a stream (mq.threaded.Publisher): sends with a window in flight."""
+    def publisher(self, *, window: int = 1000, keys: bool = True):
+        """A publisher on a stream (mq.threaded.Publisher): sends with a window in flight (see
+        AsyncClient.publisher for ``keys``)."""
         from .threaded import Publisher
 
-        return Publisher(self.url, self.token, window=window)
+        return Publisher(self.url, self.token, window=window, keys=keys)
 
     def consume(self, queue: str, *, prefetch: int = 100, lease: float | None = 30.0):
         """Messages of ``queue`` pushed on a stream (mq.threaded.Consumer), ``prefetch`` owed at

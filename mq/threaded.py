@@ -81,9 +81,9 @@ class Publisher(_Threaded):
     """``send`` blocks until the message is durable; ``send_nowait`` returns a future of its id,
     so a loop can keep a window of sends in flight (``window`` unconfirmed at most)."""
 
-    def __init__(self, url: str, token: str | None = None, *, window: int = 1000) -> None:
+    def __init__(self, url: str, token: str | None = None, *, window: int = 1000, keys: bool = True) -> None:
         super().__init__(url, token)
-        self._publisher = self._client.publisher(window=window)
+        self._publisher = self._client.publisher(window=window, keys=keys)
 
     def send(self, queue: str, content: Any = None, **options: Any) -> int:
         return self.send_nowait(queue, content, **options).result()

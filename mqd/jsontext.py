@@ -25,7 +25,14 @@ _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
 _SCALAR = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?|true|false|null")
 _STRUCTURE = re.compile(r'["\[\]{}]')
 _STRING_OR_SPACE = re.compile(r'("[^"\\]*(?:\\.[^"\\]*)*")|[ \t\n\r]+')
-_PLAIN_ITEM = re.compile(r'\{[ \t\n\r]*"content"[ \t\n\r]*:[ \t\n\r]*("[^"\\]*(?:\\.[^"\\]*)*")[ \t\n\r]*\}')
+_PLAIN_ITEM = re.compile(  # {"content": "<a string>"} and what follows it up to the next item
+    r'\{[ \t\n\r]*"content"[ \t\n\r]*:[ \t\n\r]*("[^"\\]*(?:\\.[^"\\]*)*")'
+    r"[ \t\n\r]*\}[ \t\n\r]*(?:,[ \t\n\r]*)?"
+)
+_FLAT_MEMBER = re.compile(  # "key": a string, number or literal, then the comma or the object's end
+    r'[ \t\n\r]*("[^"\\]*(?:\\.[^"\\]*)*")[ \t\n\r]*:[ \t\n\r]*'
+    r'("[^"\\]*(?:\\.[^"\\]*)*"|-?[0-9][0-9.eE+\-]*|true|false|null)[ \t\n\r]*([,}])'
+)
 _LONGEST_INTEGER = 4000  # digits: Python refuses to convert longer ones (sys.int_info)
 
 
@@ -120,25 +127,69 @@ def _keep_string(match: re.Match) -> str:
 
 
 def member_text(text: str, key: str) -> str:
-    """The compact text of ``key``'s value in the document's top-level object."""
+    """The compact text of ``key``'s value in the document's top-level object. An object whose
+    members are all scalars (a publish frame, a single send with a string) is read with one
+    regular expression per member; any other, member by member."""
+    flat = _flat_members(text)
+    if flat is not None:
+        return flat[key]
     start, end = members(text, _skip_space(text, 0))[0][key]
     return compact(text[start:end])
 
 
+def _flat_members(text: str) -> dict[str, str] | None:
+    """Each member's value text, if every value is a scalar; None if one is an array or object."""
+    found: dict[str, str] = {}
+    index = _skip_space(text, 0) + 1
+    if _skip_space(text, index) == len(text) - 1:  # {}
+        return found
+    while True:
+        member = _FLAT_MEMBER.match(text, index)
+        if member is None:
+            return None
+        key = member.group(1)
+        found[json.loads(key) if "\\" in key else key[1:-1]] = member.group(2)
+        index = member.end()
+        if member.group(3) == "}":
+            return found
+
+
 def batch_contents(text: str) -> list[str | None]:
     """The compact text of each ``messages[i].content`` of a batch body (None where an item is
-    not an object with a content). Items that are ``{"content": "<a string>"}`` alone, the usual
+    not an object with a content). One pass over the text: the array is read item by item as it
+    is found, never measured first. Items that are ``{"content": "<a string>"}`` alone, the usual
     batch, are found by one regular expression each."""
-    index = _skip_space(text, members(text, _skip_space(text, 0))[0]["messages"][0] + 1)
+    found: list[str | None] = []
+    index = _skip_space(text, _skip_space(text, 0) + 1)
+    while text[index] != "}":
+        key_end = _STRING.match(text, index).end()
+        key = text[index + 1 : key_end - 1]
+        if "\\" in key:
+            key = json.loads(text[index:key_end])
+        index = _skip_space(text, _skip_space(text, key_end) + 1)  # past the colon
+        if key == "messages":  # the last one counts, as the decoder keeps it
+            found, index = _items(text, index)
+        else:
+            index = value_end(text, index)
+        index = _skip_space(text, index)
+        if text[index] == ",":
+            index = _skip_space(text, index + 1)
+    return found
+
+
+def _items(text: str, start: int) -> tuple[list[str | None], int]:
+    """The contents of the batch array at ``start``, and where the array ends."""
+    index = _skip_space(text, start + 1)
     contents: list[str | None] = []
     while text[index] != "]":
         plain = _PLAIN_ITEM.match(text, index)
-        if plain is not None:
+        if plain is not None:  # the item, its comma and the space around: on to the next
             contents.append(plain.group(1))
-            end = plain.end()
-        elif text[index] == "{":
-            found, end = members(text, index)
-            span = found.get("content")
+            index = plain.end()
+            continue
+        if text[index] == "{":
+            item, end = members(text, index)
+            span = item.get("content")
             contents.append(None if span is None else compact(text[span[0] : span[1]]))
         else:
             contents.append(None)
@@ -146,4 +197,4 @@ def batch_contents(text: str) -> list[str | None]:
         index = _skip_space(text, end)
         if text[index] == ",":
             index = _skip_space(text, index + 1)
-    return contents
+    return contents, index + 1
