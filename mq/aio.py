@@ -17,10 +17,11 @@ import aiohttp
 
 from mqd.protocol import DEFAULT_URL, STREAM_PATH
 
+from .consumer import Consumer
 from .errors import BadUrl, ConnectionFailed, MqError, Timeout, error_of
 from .messages import decode
 from .operations import Call, Operations
-from .streams import Consumer, Publisher
+from .publisher import Publisher
 
 REPLY_MARGIN = 30.0
 
@@ -84,7 +85,7 @@ class AsyncClient(Operations):
 
     def publisher(self, *, window: int = 1000, keys: bool = True) -> Publisher:
         """A publisher on a stream of its own: ``await publisher.send(queue, content)`` returns
-        the id once the message is durable, with up to ``window`` in flight (see streams.py).
+        the id once the message is durable, with up to ``window`` in flight (see publisher.py).
         ``keys=False`` sends messages without the idempotency keys that make a resend after a
         reconnect harmless: cheaper for mqd to store, at the price of a possible duplicate."""
         return Publisher(self, window=window, keys=keys)

@@ -97,7 +97,7 @@ class Publisher(_Threaded):
         )
 
     def send_batch_nowait(self, queue: str, items: list[str]) -> concurrent.futures.Future:
-        """The future of a batch's ids (see mq.streams.Publisher.send_batch); a batch counts as one
+        """The future of a batch's ids (see mq.publisher.Publisher.send_batch); a batch counts as one
         in the window."""
         return asyncio.run_coroutine_threadsafe(self._publisher.send_batch(queue, items), self._thread.loop)
 
