@@ -241,7 +241,7 @@ async def test_a_web_page_of_another_site_cannot_open_a_stream(client):
     assert refused.value.status == 403
 
 
-async def test_a_stream_needs_the_token_as_every_request_does(aiohttp_client, make_config, store_url):
+async def test_a_stream_needs_the_token_as_every_request_does(store_url, aiohttp_client, make_config):
     client = await aiohttp_client(create_app(make_config(store=store_url, token="s3cret")))
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
         await client.ws_connect(protocol.STREAM_PATH)
@@ -253,7 +253,7 @@ async def test_a_stream_needs_the_token_as_every_request_does(aiohttp_client, ma
 
 
 async def test_streams_beyond_the_limit_are_refused_before_the_upgrade(
-    aiohttp_client, make_config, store_url
+    store_url, aiohttp_client, make_config
 ):
     client = await aiohttp_client(create_app(make_config(store=store_url, max_streams=2)))
     open_ones = [await client.ws_connect(protocol.STREAM_PATH) for _ in range(2)]
