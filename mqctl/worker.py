@@ -148,7 +148,8 @@ class Worker:
 
     def _drained(self) -> bool:
         """--drain: nothing came, and the queue has nothing ready (what others hold may come back)."""
-        return self._client.queue(self.queue)["ready"] == 0
+        with self._lock:  # one HTTP connection, shared by the slots
+            return self._client.queue(self.queue)["ready"] == 0
 
     def _process(self, message: Message) -> None:
         try:
