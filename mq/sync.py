@@ -1,5 +1,5 @@
 """The synchronous client: every operation of mqd over HTTP, through the standard library's
-http.client (no dependency, quick to import: mqctl starts with it).
+http.client (nothing beyond the standard library: mqctl is built on it).
 
 Connections are kept alive, so many requests are one connection; a request is never sent twice
 (once sent, mqd may have acted on it). A unix socket works as a URL: ``unix:/run/mqd.sock``.
@@ -70,7 +70,8 @@ def _closed_by_peer(sock: socket.socket) -> bool:
 
 class Client(Operations):
     """Talks to one mqd at ``url`` (``http://host:port`` or ``unix:/path/to/socket``), with its
-    access token if it has one; use it as a context manager, or ``close()`` it."""
+    access token if it has one; use it as a context manager, or ``close()`` it. It keeps one
+    connection: give each thread a Client of its own."""
 
     def __init__(
         self, url: str = DEFAULT_URL, *, token: str | None = None, timeout: float = REPLY_MARGIN
