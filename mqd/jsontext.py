@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import protocol
@@ -94,10 +95,14 @@ def value_end(text: str, start: int) -> int:
                 return position
 
 
-def members(text: str, start: int) -> tuple[dict[str, tuple[int, int]], int]:
+def members(
+    text: str, start: int, readers: Mapping[str, Callable[[str, int], tuple[Any, int]]] | None = None
+) -> tuple[dict[str, Any], int]:
     """The (start, end) of each member's value in the object at ``start``, and where the object
-    ends; a repeated key keeps its last value, as the decoder does."""
-    found: dict[str, tuple[int, int]] = {}
+    ends; a repeated key keeps its last value, as the decoder does. A member with a reader in
+    ``readers`` is read by it instead, as it is met (``reader(text, value_start)`` returns what
+    it read and where the value ends), so a long value is gone through once."""
+    found: dict[str, Any] = {}
     index = _skip_space(text, start + 1)
     if text[index] == "}":
         return found, index + 1
@@ -107,8 +112,12 @@ def members(text: str, start: int) -> tuple[dict[str, tuple[int, int]], int]:
         if "\\" in key:
             key = json.loads(text[index:key_end])
         index = _skip_space(text, _skip_space(text, key_end) + 1)  # past the colon
-        end = value_end(text, index)
-        found[key] = (index, end)
+        reader = readers.get(key) if readers else None
+        if reader is None:
+            end = value_end(text, index)
+            found[key] = (index, end)
+        else:
+            found[key], end = reader(text, index)
         index = _skip_space(text, end)
         if text[index] == "}":
             return found, index + 1
@@ -159,22 +168,7 @@ def batch_contents(text: str) -> list[str | None]:
     not an object with a content). One pass over the text: the array is read item by item as it
     is found, never measured first. Items that are ``{"content": "<a string>"}`` alone, the usual
     batch, are found by one regular expression each."""
-    found: list[str | None] = []
-    index = _skip_space(text, _skip_space(text, 0) + 1)
-    while text[index] != "}":
-        key_end = _STRING.match(text, index).end()
-        key = text[index + 1 : key_end - 1]
-        if "\\" in key:
-            key = json.loads(text[index:key_end])
-        index = _skip_space(text, _skip_space(text, key_end) + 1)  # past the colon
-        if key == "messages":  # the last one counts, as the decoder keeps it
-            found, index = _items(text, index)
-        else:
-            index = value_end(text, index)
-        index = _skip_space(text, index)
-        if text[index] == ",":
-            index = _skip_space(text, index + 1)
-    return found
+    return members(text, _skip_space(text, 0), {"messages": _items})[0]["messages"]
 
 
 def _items(text: str, start: int) -> tuple[list[str | None], int]:
