@@ -110,6 +110,10 @@ class Stream:
                 except frames.ProtocolViolation as violation:
                     await self.close(violation.close_code, str(violation))
                     return
+                except Exception:  # mqd's own fault: this stream ends, saying so, mqd goes on
+                    log.exception("a stream failed reading a frame")
+                    await self.close(frames.CLOSE_INTERNAL, "mqd failed; see its log")
+                    return
             elif message.type == WSMsgType.BINARY:
                 await self.close(frames.CLOSE_UNSUPPORTED, "frames are JSON text, not binary")
                 return
@@ -167,16 +171,11 @@ class Stream:
             fields = frames.fields_of(request, frame)
             result = await HANDLERS[request.type](self, seq, fields, frame, text)
         except MqError as exc:
-            await self._send(
-                replies.dumps({"type": "error", "seq": seq, "code": exc.code, "error": str(exc)})
-            )
+            await self._send(_refusal("error", "seq", seq, exc))
             return
         except Exception:
             log.exception("a %s request of a stream failed", request.type)
-            error = InternalError()
-            await self._send(
-                replies.dumps({"type": "error", "seq": seq, "code": error.code, "error": str(error)})
-            )
+            await self._send(_refusal("error", "seq", seq, InternalError()))
             return
         await self._send(f'{{"type":"ok","seq":{seq}{result}}}')
 
@@ -281,11 +280,12 @@ class Stream:
 
     async def _ended(self, subscription: Subscription, error: MqError) -> None:
         self.subscriptions.pop(subscription.number, None)
-        await self._send(
-            replies.dumps(
-                {"type": "ended", "sub": subscription.number, "code": error.code, "error": str(error)}
-            )
-        )
+        await self._send(_refusal("ended", "sub", subscription.number, error))
+
+
+def _refusal(kind: str, field: str, number: int, error: MqError) -> str:
+    """An error frame (kind "error", for request ``seq``) or an end (kind "ended", of ``sub``)."""
+    return replies.dumps({"type": kind, field: number, "code": error.code, "error": str(error)})
 
 
 HANDLERS = {
