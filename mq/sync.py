@@ -7,9 +7,7 @@ Connections are kept alive, so many requests are one connection; a request is ne
 
 from __future__ import annotations
 
-import contextlib
 import http.client
-import json
 import socket
 import urllib.parse
 from typing import Any
@@ -81,15 +79,6 @@ class Client(Operations):
         self.timeout = timeout  # seconds a reply may take, beyond any wait the request asks for
         self._connect = _connector(self.url)
         self._connection: http.client.HTTPConnection | None = None
-        self._aborted = False
-
-    def abort(self) -> None:
-        """From another thread: make the request in progress (and any later one) fail at once."""
-        self._aborted = True
-        connection = self._connection
-        if connection is not None and connection.sock is not None:
-            with contextlib.suppress(OSError):
-                connection.sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
         if self._connection is not None:
@@ -118,31 +107,17 @@ class Client(Operations):
             self._connection = connection
         return self._connection
 
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        *,
-        raw_body: bytes | None = None,
-        headers: dict[str, str] | None = None,
-        wait: float = 0.0,
-    ) -> Response:
+    def _request(self, method: str, path: str, body: bytes | None, *, wait: float = 0.0) -> Response:
         """One request. A kept-alive connection the daemon has closed is replaced before the
         request is sent; once sent, a request is never sent again."""
-        payload = raw_body if raw_body is not None else (None if body is None else json.dumps(body).encode())
-        all_headers = dict(headers or {})
-        if payload is not None:
-            all_headers["Content-Type"] = "application/json"
+        headers = {"Content-Type": "application/json"} if body is not None else {}
         if self.token:
-            all_headers["Authorization"] = f"Bearer {self.token}"
+            headers["Authorization"] = f"Bearer {self.token}"
         timeout = wait + self.timeout
-        if self._aborted:
-            raise ConnectionFailed(self.url, "interrupted")
         connection = self._connected()
         try:
             connection.sock.settimeout(timeout)
-            connection.request(method, path, body=payload, headers=all_headers)
+            connection.request(method, path, body=body, headers=headers)
             reply = connection.getresponse()
             data = reply.read()
         except KeyboardInterrupt:
@@ -181,7 +156,7 @@ class Client(Operations):
         return Consumer(self.url, queue, self.token, prefetch=prefetch, lease=lease)
 
     def _call(self, call: Call) -> Any:
-        response = self.request(call.method, call.path, raw_body=call.body, wait=call.wait)
+        response = self._request(call.method, call.path, call.body, wait=call.wait)
         if response.status >= 400:
             try:
                 body = response.json()
