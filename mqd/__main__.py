@@ -59,6 +59,10 @@ def _parser() -> argparse.ArgumentParser:
         const="true",
         help="allow listening beyond loopback without an access token",
     )
+    add(
+        "--console",
+        help="the web console at /: on (default); read-only: it, and any browser, may only look; off",
+    )
     add("--log-level", help="debug, info (default), warning or error")
     add("--log-format", help="text (default) or json")
     add("--max-body-bytes", help="largest request body accepted (default 1048576)")

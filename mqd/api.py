@@ -331,6 +331,7 @@ async def get_status(request: web.Request) -> web.Response:
             "messages": totals.messages,
             "waiting_receivers": broker.waiting_receivers,
             "fsync": config.fsync if broker.store.kind == "sqlite" else None,
+            "commits": request.app[METRICS].commits(),
         }
     )
 
@@ -361,6 +362,6 @@ def add_routes(app: web.Application) -> None:
             continue  # served by openapi.py and streams.py
         handler = handlers[handler_name(route.operation)]
         if route.method == "GET":
-            app.router.add_get(route.path, handler, allow_head=False)
+            app.router.add_get(route.path, handler, allow_head=False, name=route.operation)
         else:
-            app.router.add_route(route.method, route.path, handler)
+            app.router.add_route(route.method, route.path, handler, name=route.operation)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from . import api, openapi, protocol, streams
+from . import api, console, openapi, protocol, streams
 from .appkeys import BROKER, CLOCK, CONFIG, METRICS, STORE, STREAMS
 from .broker import Broker
 from .config import Config
@@ -53,8 +53,9 @@ def create_app(config: Config, *, clock: Clock = time.time) -> web.Application:
     app.on_shutdown.append(streams.close_all)  # first: what streams held goes back to the store
     app.on_shutdown.append(_answer_waiting_receivers)
     api.add_routes(app)
-    app.router.add_get(protocol.STREAM_PATH, streams.open_stream, allow_head=False)
+    app.router.add_get(protocol.STREAM_PATH, streams.open_stream, allow_head=False, name="openStream")
     openapi.add_route(app, config.max_wait)
+    console.add_routes(app, config.console)
     return app
 
 

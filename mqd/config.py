@@ -22,6 +22,7 @@ from . import protocol
 FSYNC_MODES = ("always", "off")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
+CONSOLE_MODES = ("on", "read-only", "off")
 TOKEN_VARIABLE = "MQD_TOKEN"
 
 
@@ -53,6 +54,7 @@ class Config:
     pidfile: Path | None = None
     token_file: Path | None = None
     insecure: bool = False
+    console: str = "on"  # the web console at /console/: on, read-only or off
     token: str | None = dataclasses.field(default=None, repr=False)
 
     @property
@@ -179,6 +181,7 @@ SETTINGS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "pidfile": ("MQD_PIDFILE", _path),
     "token_file": ("MQD_TOKEN_FILE", _path),
     "insecure": ("MQD_INSECURE", _bool),
+    "console": ("MQD_CONSOLE", _choice(CONSOLE_MODES)),
 }
 
 

@@ -372,6 +372,15 @@ SCHEMAS: dict[str, Any] = {
             "messages": {"type": "integer"},
             "waiting_receivers": {"type": "integer"},
             "fsync": {"enum": ["always", "off", None], "description": "SQLite's; null on PostgreSQL."},
+            "commits": _object(
+                {
+                    "count": {"type": "integer"},
+                    "operations": {"type": "integer"},
+                    "seconds": {"type": "number"},
+                },
+                description="This mqd's store commits since it started: how many, the operations "
+                "they carried together, and the time they took (fsync included).",
+            ),
         }
     ),
     "Failed": _object(
@@ -616,6 +625,8 @@ WRITING = {
     "extendLease",
     "redriveQueue",
 }
+# The routes that change nothing: all a read-only console (mqd --console read-only) may use.
+READING = {"getStatus", "getMetrics", "getOpenApi", "listQueues", "getQueue", "peekMessages"}
 ROUTES = tuple(
     dataclasses.replace(route, replies={**route.replies, 507: FULL}) if route.operation in WRITING else route
     for route in ROUTES

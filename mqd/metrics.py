@@ -67,6 +67,15 @@ class Metrics:
         self.commit_latency.observe(seconds)
         self.commit_operations.observe(operations)
 
+    def commits(self) -> dict[str, float]:
+        """Totals since start: a reader of two samples gets commits per second, their mean
+        latency and operations per commit over the interval (the console does)."""
+        return {
+            "count": sum(self.commit_latency.counts),
+            "operations": int(self.commit_operations.sum),
+            "seconds": round(self.commit_latency.sum, 6),
+        }
+
     def observe_request(self, request: web.Request, status: int, seconds: float) -> None:
         resource = request.match_info.route.resource
         key = (resource.canonical if resource is not None else "unmatched", request.method)

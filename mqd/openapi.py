@@ -183,4 +183,4 @@ def add_route(app: web.Application, max_wait: float) -> None:
     async def get_open_api(request: web.Request) -> web.Response:
         return web.Response(text=text, content_type="application/json")
 
-    app.router.add_get("/openapi.json", get_open_api, allow_head=False)
+    app.router.add_get("/openapi.json", get_open_api, allow_head=False, name="getOpenApi")

@@ -14,6 +14,7 @@ import hmac
 
 from aiohttp import web
 
+from . import console, contract
 from .config import Config, is_loopback
 from .errors import Forbidden, Unauthorized
 
@@ -34,12 +35,19 @@ def _over_tcp(request: web.Request) -> bool:
     return request.transport is not None and isinstance(request.transport.get_extra_info("sockname"), tuple)
 
 
+def _from_a_browser(request: web.Request) -> bool:
+    """Browsers mark every request (Sec-Fetch-Site: Chromium, Firefox, Safari 16.4+) and name the
+    origin of every write; curl, scripts and mqctl send neither."""
+    return "Sec-Fetch-Site" in request.headers or "Origin" in request.headers
+
+
 class RequestGuard:
     """Checks every request before it reaches a handler; raises Forbidden or Unauthorized."""
 
     def __init__(self, config: Config) -> None:
         self._loopback_only = config.loopback_only
         self._token = config.token.encode() if config.token is not None else None
+        self._browsers_only_read = config.console == "read-only"
 
     def check(self, request: web.Request) -> None:
         headers = request.headers
@@ -53,6 +61,11 @@ class RequestGuard:
             raise Forbidden(
                 f"Host {host} is not a loopback name; mqd listens on loopback only (DNS rebinding?)."
             )
+        route = request.match_info.route.name
+        if route in console.ROUTE_NAMES:
+            return  # the console's files hold no data: the page asks for the token itself
+        if self._browsers_only_read and route not in (None, *contract.READING) and _from_a_browser(request):
+            raise Forbidden("This mqd's console is read-only: a browser may look, not change anything.")
         if self._token is not None:
             scheme, _, given = headers.get("Authorization", "").partition(" ")
             if scheme.lower() != "bearer":
