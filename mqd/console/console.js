@@ -12,6 +12,8 @@
   const POLL_MS = 2000;
   const HISTORY_SECONDS = 300;
   const PEEK_COUNT = 10;
+  const CHART_HEIGHT = 170; // pixels, as console.css sets it
+  const MIN_INTERVAL_SECONDS = 1; // rates over shorter intervals than this are mostly noise
   const TOKEN_KEY = "mq.token";
   const SERIES = [
     { key: "in", label: "in", counter: "sent" },
@@ -30,6 +32,8 @@
     needsToken: false,
     view: null,
     timer: null,
+    refreshing: false, // one refresh at a time: another asked for meanwhile runs after it
+    refreshAgain: false,
   };
 
   // -- the API --------------------------------------------------------------------------------
@@ -163,6 +167,7 @@
 
   function remember(status, queues) {
     const at = performance.now() / 1000;
+    if (state.previous && at - state.previous.at < MIN_INTERVAL_SECONDS) return; // a refresh after an action
     const counters = new Map(queues.map((queue) => [queue.name, queue.counters]));
     const previous = state.previous;
     const restarted = previous && previous.uptime > status.uptime_seconds;
@@ -208,7 +213,7 @@
   function chart(title) {
     const figure = h("figure", { class: "chart panel" });
     const heading = h("h2", { text: title });
-    const drawing = svg("svg", { viewBox: "0 0 600 170", role: "img" });
+    const drawing = svg("svg", { role: "img" });
     const legend = h(
       "ul",
       { class: "legend" },
@@ -219,7 +224,11 @@
   }
 
   function drawChart(drawing, samples, title) {
-    const left = 48, right = 592, top = 8, bottom = 146;
+    // Drawn in the element's own pixels, so the labels keep their size at any width.
+    const width = Math.max(200, Math.round(drawing.getBoundingClientRect().width) || 600);
+    const height = CHART_HEIGHT;
+    drawing.setAttribute("viewBox", `0 0 ${width} ${height}`);
+    const left = 48, right = width - 8, top = 8, bottom = height - 24;
     const now = performance.now() / 1000;
     const highest = Math.max(1, ...samples.flatMap((sample) => SERIES.map((series) => sample[series.key])));
     const scale = niceCeiling(highest);
@@ -362,7 +371,7 @@
       : h("p", { class: "notice" },
         "This console is read-only: sending, purging, deleting and redriving are off (mqd --console read-only).");
     const sender = CAN_CHANGE ? sendForm(name) : null;
-    const live = h("div", {}, h("div", { class: "panels" }, counts, settings), rates.element, actions, sender,
+    const live = h("div", {}, h("div", { class: "panels" }, counts, settings, rates.element), actions, sender,
       h("section", { "aria-labelledby": "peek-title" },
         h("h2", { id: "peek-title", text: `Next messages (up to ${PEEK_COUNT}, left in place)` }), peekList));
     show(h("p", {}, h("a", { href: "#/", text: "← Every queue" })), heading, flash.take(), gone, result, live);
@@ -545,7 +554,6 @@
       event.preventDefault();
       state.token = input.value.trim();
       sessionStorage.setItem(TOKEN_KEY, state.token);
-      state.needsToken = false;
       route();
     });
     show(form);
@@ -562,13 +570,17 @@
   // -- polling and routing ------------------------------------------------------------------------
 
   async function refresh() {
+    if (state.refreshing) {
+      state.refreshAgain = true;
+      return;
+    }
+    state.refreshing = true;
     clearTimeout(state.timer);
     try {
       const [status, list] = await Promise.all([api("GET", "/status"), api("GET", "/queues")]);
       state.status = status;
       state.queues = list.queues;
       remember(status, list.queues);
-      if (state.needsToken) return;
       if (!state.view) state.view = viewForLocation();
       await state.view.update();
       setConnection(`Live · ${new Date().toLocaleTimeString()}`, false);
@@ -577,14 +589,20 @@
         state.needsToken = true;
         state.view = tokenView(state.token ? "The access token is wrong." : null);
         setConnection("Needs an access token", true);
-        return; // no polling until a token is given
+      } else {
+        const sentence = error.status === 0 ? "mqd is not answering; retrying every few seconds." : error.message;
+        setConnection(sentence, true);
+        if (!state.view) show(h("p", { class: "notice error", text: sentence }));
       }
-      const sentence = error.status === 0 ? "mqd is not answering; retrying every few seconds." : error.message;
-      setConnection(sentence, true);
-      if (!state.view) show(h("p", { class: "notice error", text: sentence }));
     } finally {
+      state.refreshing = false;
       forgetToken.hidden = !state.token;
-      if (!state.needsToken) state.timer = setTimeout(refresh, POLL_MS);
+      if (state.refreshAgain) {
+        state.refreshAgain = false;
+        refresh();
+      } else if (!state.needsToken) {
+        state.timer = setTimeout(refresh, POLL_MS); // no polling while the page waits for a token
+      }
     }
   }
 
@@ -601,6 +619,7 @@
 
   function route() {
     state.view = null;
+    state.needsToken = false;
     refresh();
   }
 
