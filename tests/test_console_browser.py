@@ -129,16 +129,19 @@ def test_a_stopped_mqd_is_said_to_be_not_answering(page, sqlite_daemon):
 # -- a queue's page ---------------------------------------------------------------------------------
 
 
+def send_from_the_page(page, content: str) -> None:
+    page.get_by_label("Content").fill(content)
+    page.get_by_role("button", name="Send").click()
+
+
 def test_a_message_sent_from_the_page_is_received_by_mqctl(page, daemon):
     cli(daemon, "create", "orders")
     page.goto(daemon.url + "/console/#/queues/orders")
-    page.get_by_label("Content").fill('{"sku": 42, "price": 1.50}')
-    page.get_by_role("button", name="Send").click()
+    send_from_the_page(page, '{"sku": 42, "price": 1.50}')
     expect(said(page)).to_have_text("Sent: message 1.")
     assert cli(daemon, "receive", "orders").stdout == '{"sku":42,"price":1.50}\n'
     page.get_by_label("text").check()
-    page.get_by_label("Content").fill("plain words, not JSON")
-    page.get_by_role("button", name="Send").click()
+    send_from_the_page(page, "plain words, not JSON")
     expect(said(page)).to_have_text("Sent: message 2.")
     assert cli(daemon, "receive", "orders").stdout == "plain words, not JSON\n"
 
@@ -146,8 +149,7 @@ def test_a_message_sent_from_the_page_is_received_by_mqctl(page, daemon):
 def test_text_that_is_not_json_is_not_sent_as_json(page, sqlite_daemon):
     cli(sqlite_daemon, "create", "orders")
     page.goto(sqlite_daemon.url + "/console/#/queues/orders")
-    page.get_by_label("Content").fill("{not json")
-    page.get_by_role("button", name="Send").click()
+    send_from_the_page(page, "{not json")
     expect(said(page)).to_contain_text("That is not JSON")
     assert depth(sqlite_daemon, "orders")["messages"] == 0
 
