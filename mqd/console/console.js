@@ -359,7 +359,7 @@
     const settings = h("section", { class: "panel", "aria-labelledby": "settings-title" });
     const rates = chart("Messages per second");
     const result = h("p", { class: "notice", role: "status", hidden: true });
-    const peekList = h("div", { "aria-live": "off" });
+    const peekList = h("div");
     const redrive = h("button", { type: "button", hidden: true, onclick: () => redriveQueue(name) }, "Redrive dead letters");
     const actions = CAN_CHANGE
       ? h("section", { "aria-labelledby": "actions-title" },
@@ -375,8 +375,7 @@
       h("section", { "aria-labelledby": "peek-title" },
         h("h2", { id: "peek-title", text: `Next messages (up to ${PEEK_COUNT}, left in place)` }), peekList));
     show(h("p", {}, h("a", { href: "#/", text: "← Every queue" })), heading, flash.take(), gone, result, live);
-    const view = {
-      name,
+    return {
       say(text, failing) {
         result.textContent = text;
         result.classList.toggle("error", !!failing);
@@ -415,7 +414,6 @@
         peekList.replaceChildren(messageList(messages));
       },
     };
-    return view;
   }
 
   async function peek(name) {
