@@ -17,6 +17,7 @@ from mqd import __version__
 
 from .errors import (
     ApiError,
+    BackupNotWritten,
     BadUrl,
     Conflict,
     ConnectionFailed,
@@ -39,6 +40,7 @@ from .sync import Client
 __all__ = [
     "ApiError",
     "AsyncClient",
+    "BackupNotWritten",
     "BadUrl",
     "Client",
     "Conflict",

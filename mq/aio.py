@@ -11,12 +11,15 @@ async with mq.AsyncClient("http://127.0.0.1:8000") as client:
 
 from __future__ import annotations
 
+import asyncio
+import os
 from typing import Any
 
 import aiohttp
 
 from mqd.protocol import DEFAULT_URL, STREAM_PATH
 
+from .backups import BackupFile, BackupInfo
 from .consumer import Consumer
 from .errors import BadUrl, ConnectionFailed, MqError, Timeout, error_of
 from .messages import decode
@@ -24,6 +27,7 @@ from .operations import Call, Operations
 from .publisher import Publisher
 
 REPLY_MARGIN = 30.0
+BACKUP_CHUNK_BYTES = 1 << 20
 
 
 class AsyncClient(Operations):
@@ -74,12 +78,26 @@ class AsyncClient(Operations):
         except aiohttp.ClientConnectionError as exc:
             raise ConnectionFailed(self.url, str(exc) or type(exc).__name__) from None
         if status >= 400:
-            try:
-                parsed = decode(body)
-            except ValueError:
-                parsed = None
-            raise error_of(status, parsed, f"mqd answered {status} {body[:200]!r}")
+            raise _refusal(status, body)
         return call.read(status, body)
+
+    async def backup(self, path: str | os.PathLike) -> BackupInfo:
+        """Write a backup of the whole store (mqd on SQLite) to ``path``, checked, and there
+        whole or not at all (see mq.backups)."""
+        timeout = aiohttp.ClientTimeout(sock_connect=self.timeout, sock_read=self.timeout)
+        try:
+            with BackupFile(path) as backup:  # first: a file that cannot be written costs mqd nothing
+                async with self.session().get(self._base + "/backup", timeout=timeout) as response:
+                    if response.status != 200:
+                        raise _refusal(response.status, await response.read())
+                    async for chunk in response.content.iter_chunked(BACKUP_CHUNK_BYTES):
+                        await asyncio.to_thread(backup.write, chunk)
+                    headers = {name.lower(): value for name, value in response.headers.items()}
+                    return await asyncio.to_thread(backup.finish, headers)
+        except TimeoutError:
+            raise Timeout(f"mqd at {self.url} stopped sending the backup for {self.timeout:g} s") from None
+        except aiohttp.ClientConnectionError as exc:
+            raise ConnectionFailed(self.url, str(exc) or type(exc).__name__) from None
 
     # -- streams ---------------------------------------------------------------------------------
 
@@ -94,6 +112,14 @@ class AsyncClient(Operations):
         """Messages of ``queue`` as they arrive, ``prefetch`` at most owed at a time; leased for
         ``lease`` seconds (ack each), or removed as delivered with ``lease=None``."""
         return Consumer(self, queue, prefetch=prefetch, lease=lease)
+
+
+def _refusal(status: int, body: bytes) -> MqError:
+    try:
+        parsed = decode(body)
+    except ValueError:
+        parsed = None
+    return error_of(status, parsed, f"mqd answered {status} {body[:200]!r}")
 
 
 def _base_of(url: str) -> tuple[str, str | None]:

@@ -40,6 +40,13 @@ class Timeout(MqError):
     code = "timeout"
 
 
+class BackupNotWritten(MqError):
+    """A backup could not be written whole (the disk, or a transfer that did not match what
+    mqd sent); nothing was left under the name asked for."""
+
+    code = "backup_not_written"
+
+
 class ApiError(MqError):
     """mqd refused a request: ``status`` (HTTP's, or None on a stream), ``code`` (stable),
     ``message`` (one sentence) and ``body`` (the whole reply)."""
@@ -114,6 +121,7 @@ BY_CODE: dict[str, type[ApiError]] = {
     "receipt_not_found": ReceiptNotFound,
     "subscription_not_found": SubscriptionNotFound,
     "conflict": Conflict,
+    "not_supported": Conflict,
     "body_too_large": TooLarge,
     "too_many_waiters": Unavailable,
     "too_many_streams": Unavailable,

@@ -7,10 +7,13 @@ Connections are kept alive, so many requests are one connection; a request is ne
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import os
 import socket
 import urllib.parse
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from mqd.protocol import DEFAULT_URL
 
@@ -18,8 +21,12 @@ from .errors import BadUrl, ConnectionFailed, MqError, Timeout, error_of
 from .messages import decode
 from .operations import Call, Operations
 
+if TYPE_CHECKING:
+    from .backups import BackupInfo
+
 CONNECT_TIMEOUT = 5.0
 REPLY_MARGIN = 30.0  # seconds a reply may take beyond any wait the request asked for
+BACKUP_CHUNK_BYTES = 1 << 20
 
 
 class Response:
@@ -107,19 +114,51 @@ class Client(Operations):
             self._connection = connection
         return self._connection
 
-    def _request(self, method: str, path: str, body: bytes | None, *, wait: float = 0.0) -> Response:
-        """One request. A kept-alive connection the daemon has closed is replaced before the
-        request is sent; once sent, a request is never sent again."""
+    def backup(self, path: str | os.PathLike) -> BackupInfo:
+        """Write a backup of the whole store (mqd on SQLite) to ``path``, checked, and there
+        whole or not at all (see mq.backups)."""
+        from .backups import BackupFile
+
+        with BackupFile(path) as backup:  # first: a file that cannot be written costs mqd nothing
+            with self._exchange(self.timeout):
+                reply = self._sent("GET", "/backup", None, self.timeout)
+            if reply.status != 200:
+                with self._exchange(self.timeout):
+                    data = reply.read()
+                raise _refusal(Response(reply.status, {}, data))
+            while True:
+                with self._exchange(self.timeout):
+                    chunk = reply.read(BACKUP_CHUNK_BYTES)
+                if not chunk:
+                    return backup.finish({k.lower(): v for k, v in reply.getheaders()})
+                backup.write(chunk)
+
+    def _sent(self, method: str, path: str, body: bytes | None, timeout: float) -> http.client.HTTPResponse:
+        """Send one request and read its status and headers. A kept-alive connection the daemon
+        has closed is replaced before the request is sent; once sent, it is never sent again."""
         headers = {"Content-Type": "application/json"} if body is not None else {}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        timeout = wait + self.timeout
         connection = self._connected()
-        try:
-            connection.sock.settimeout(timeout)
-            connection.request(method, path, body=body, headers=headers)
-            reply = connection.getresponse()
+        connection.sock.settimeout(timeout)
+        connection.request(method, path, body=body, headers=headers)
+        return connection.getresponse()
+
+    def _request(self, method: str, path: str, body: bytes | None, *, wait: float = 0.0) -> Response:
+        """One request and its whole reply."""
+        timeout = wait + self.timeout
+        with self._exchange(timeout):
+            reply = self._sent(method, path, body, timeout)
             data = reply.read()
+        if reply.will_close:
+            self.close()
+        return Response(reply.status, {k.lower(): v for k, v in reply.getheaders()}, data)
+
+    @contextlib.contextmanager
+    def _exchange(self, timeout: float) -> Iterator[None]:
+        """What can go wrong talking to mqd, as mq's errors."""
+        try:
+            yield
         except KeyboardInterrupt:
             self.close()  # mqd sees us leave, and puts back what it took for us
             raise
@@ -137,9 +176,6 @@ class Client(Operations):
             # stored, a receive taken), and a second copy would be a duplicate.
             self.close()
             raise ConnectionFailed(self.url, _reason(exc)) from None
-        if reply.will_close:
-            self.close()
-        return Response(reply.status, {k.lower(): v for k, v in reply.getheaders()}, data)
 
     def publisher(self, *, window: int = 1000, keys: bool = True):
         """A publisher on a stream (mq.threaded.Publisher): sends with a window in flight (see
@@ -158,12 +194,16 @@ class Client(Operations):
     def _call(self, call: Call) -> Any:
         response = self._request(call.method, call.path, call.body, wait=call.wait)
         if response.status >= 400:
-            try:
-                body = response.json()
-            except ValueError:
-                body = None
-            raise error_of(response.status, body, f"mqd answered {response.status} {response.body[:200]!r}")
+            raise _refusal(response)
         return call.read(response.status, response.body)
+
+
+def _refusal(response: Response) -> MqError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    return error_of(response.status, body, f"mqd answered {response.status} {response.body[:200]!r}")
 
 
 def _connector(url: str):

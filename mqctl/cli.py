@@ -648,6 +648,20 @@ def redrive(ctx, queue, url) -> None:
     click.echo(f"moved {output.counted(moved['moved'], 'message')} back")
 
 
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, writable=True))
+@url_option
+@click.pass_context
+def backup(ctx, file, url) -> None:
+    """Write a consistent copy of mqd's whole store to FILE while it serves (SQLite; see
+    docs/backups.md). FILE appears only once the copy is complete and checked."""
+    info = _client(ctx).backup(file)
+    click.echo(
+        f"backup of {output.counted(info.messages, 'message')} (ids up to {info.highest_id}) "
+        f"as of {output.moment(info.taken_at)} written to {file} ({output.size(info.size)})"
+    )
+
+
 @cli.command(context_settings={"ignore_unknown_options": True})
 @queue_argument
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)

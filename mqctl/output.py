@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +19,23 @@ def content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     return json_line(content)
+
+
+def size(count: int) -> str:
+    """Bytes for people: 812 bytes, 40.0 KiB, 1.3 GiB."""
+    if count < 1024:
+        return counted(count, "byte")
+    value = float(count)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if value < 1024 or unit == "TiB":
+            return f"{value:.1f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def moment(epoch: float) -> str:
+    """A point in time for people, in the machine's time zone."""
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(epoch))
 
 
 def duration(seconds: float | None) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 
 from . import __version__, config, logs
 
@@ -45,6 +46,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="check the whole store (every message's checksum) and exit: 0 sound, 1 damaged, "
         "3 in use by a running mqd (SQLite), 4 cannot be read or there is no store",
+    )
+    add(
+        "--restore",
+        metavar="BACKUP",
+        help="put BACKUP (made by mqctl backup) in place of the store in --data-dir, mqd stopped; "
+        "the files it replaces are renamed aside. Exit 0 done, 1 the backup is damaged or none, "
+        "3 a running mqd holds the directory, 4 cannot be read or written",
     )
     add(
         "--repair",
@@ -90,6 +98,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if options["verify"]:
         sys.exit(_verify(settings))
+    if options["restore"]:
+        sys.exit(_restore(settings, options["restore"]))
     logs.configure(settings.log_level, settings.log_format)
     sys.exit(_run(settings))
 
@@ -124,6 +134,32 @@ def _verify(settings: config.Config) -> int:
     except ImportError:
         print("mqd: the PostgreSQL store needs asyncpg: pip install 'mq[postgres]'", file=sys.stderr)
         return VERIFY_UNREADABLE
+    return VERIFY_SOUND
+
+
+def _restore(settings: config.Config, backup: str) -> int:
+    """Same exit statuses as --verify: 0 restored, 1 the backup is damaged (or no backup), 3 a
+    running mqd holds the data directory, 4 a file cannot be read or written."""
+    from .errors import DataCorrupt, DataDirectoryError
+    from .store.sqlite import SQLiteStore
+
+    if settings.store is not None:
+        print(
+            "mqd: a PostgreSQL store is restored with PostgreSQL's tools (docs/backups.md)", file=sys.stderr
+        )
+        return 2
+    path = Path(backup)
+    if not path.is_file():
+        print(f"mqd: there is no backup file {backup}", file=sys.stderr)
+        return VERIFY_UNREADABLE
+    try:
+        print(SQLiteStore(settings.data_dir).restore_backup(path))
+    except DataCorrupt as exc:
+        print(f"mqd: {exc} Nothing was changed.", file=sys.stderr)
+        return VERIFY_DAMAGED
+    except DataDirectoryError as exc:
+        print(f"mqd: {exc}", file=sys.stderr)
+        return VERIFY_IN_USE if exc.in_use else VERIFY_UNREADABLE
     return VERIFY_SOUND
 
 

@@ -11,10 +11,12 @@ builds an error response itself, and nothing a client sends can produce a traceb
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import logging
 import os
 import re
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -30,6 +32,7 @@ from .errors import (
     InternalError,
     InvalidArgument,
     MqError,
+    NotSupported,
     QueueConflict,
     QueueNotFound,
     ReceiptNotFound,
@@ -52,6 +55,7 @@ STATUS_OF_ERROR: dict[type[MqError], int] = {
     QueueNotFound: 404,
     ReceiptNotFound: 404,
     QueueConflict: 409,
+    NotSupported: 409,
     TooManyWaiters: 503,
     TooManyStreams: 503,
     ShuttingDown: 503,
@@ -340,6 +344,41 @@ def _unhealthy(request: web.Request, status: str, error: str, code: str) -> web.
     """/status's 503: the same identity as a 200, and why (the shape of contract's Failed)."""
     body = {"status": status, "error": error, "code": code, **identity(request)}
     return json_reply(body, 503, EXTRA_HEADERS[StorageUnavailable] if status == "unavailable" else None)
+
+
+BACKUP_CHUNK_BYTES = 1 << 20
+
+
+async def backup_store(request: web.Request) -> web.StreamResponse:
+    """The store's copy, streamed from the file the store made; the file goes once it is sent,
+    or the client has left."""
+    parsing.check_query(request)
+    backup = await _broker(request).backup()
+    try:
+        taken = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(backup.taken_at))
+        digest = base64.b64encode(bytes.fromhex(backup.sha256)).decode()
+        response = web.StreamResponse(
+            headers={
+                hdrs.CONTENT_TYPE: "application/vnd.sqlite3",
+                hdrs.CONTENT_DISPOSITION: f'attachment; filename="mq-backup-{taken}.sqlite3"',
+                "Mq-Backup-Taken-At": repr(backup.taken_at),
+                "Mq-Backup-Highest-Id": str(backup.highest_id),
+                "Mq-Backup-Messages": str(backup.messages),
+                "Repr-Digest": f"sha-256=:{digest}:",
+            }
+        )
+        response.content_length = backup.size
+        await response.prepare(request)
+        with open(backup.path, "rb") as copy:
+            while chunk := await asyncio.to_thread(copy.read, BACKUP_CHUNK_BYTES):
+                try:
+                    await response.write(chunk)
+                except ConnectionResetError:
+                    return response  # the client left: nobody to send the rest to
+        await response.write_eof()
+        return response
+    finally:
+        await asyncio.to_thread(backup.path.unlink, missing_ok=True)
 
 
 async def get_metrics(request: web.Request) -> web.Response:

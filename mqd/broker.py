@@ -34,7 +34,7 @@ from .model import (
     Totals,
     parse_receipt,
 )
-from .store.base import Store, StoreListener
+from .store.base import Backup, Store, StoreListener
 from .waiting import Lines
 
 log = logging.getLogger("mqd.broker")
@@ -168,6 +168,12 @@ class Broker(StoreListener):
 
     async def totals(self) -> Totals:
         return await self.store.totals()
+
+    async def backup(self) -> Backup:
+        """A copy of the store as of now, while it serves (the store says if it cannot)."""
+        backup = await self.store.backup(self.clock())
+        log.info("backup taken: %s up to id %d", counted(backup.messages, "message"), backup.highest_id)
+        return backup
 
     async def purge(self, name: str) -> int:
         removed = await self._on_queue(name, lambda queue: self.store.purge(queue.id))

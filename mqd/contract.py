@@ -468,6 +468,22 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/openapi.json", "getOpenApi", "daemon", "This document", {200: Reply("OpenAPI 3.1.")}),
     Route(
         "GET",
+        "/backup",
+        "backupStore",
+        "daemon",
+        "A consistent copy of the whole store, made while mqd serves (SQLite; see docs/backups.md)",
+        {
+            200: Reply(
+                "The copy, an SQLite file, checked before it is sent; the headers Mq-Backup-Taken-At, "
+                "Mq-Backup-Highest-Id, Mq-Backup-Messages and Repr-Digest (sha-256) describe it.",
+                None,
+                media="application/vnd.sqlite3",
+            ),
+            409: Reply("The store is PostgreSQL: back it up with pg_dump.", "Error", ("not_supported",)),
+        },
+    ),
+    Route(
+        "GET",
         protocol.STREAM_PATH,
         "openStream",
         "streams",
@@ -615,6 +631,7 @@ ROUTES: tuple[Route, ...] = (
 # Every route that writes may meet a full disk: SQLite needs room even to delete (mqd keeps a
 # reserve for receives and acks, but a disk filled by something else is full for them too).
 WRITING = {
+    "backupStore",  # writes its copy beside the store before sending it
     "createQueue",
     "deleteQueue",
     "sendMessages",

@@ -130,6 +130,12 @@ class StorageFailed(MqError):
     code = "store_failed"
 
 
+class NotSupported(MqError):
+    """This mqd's store does not do that (a backup of PostgreSQL is PostgreSQL's own)."""
+
+    code = "not_supported"
+
+
 class StorageUnavailable(MqError):
     """The store cannot be reached right now (a lost database connection)."""
 

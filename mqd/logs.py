@@ -27,6 +27,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+def moment(epoch: float) -> str:
+    """A point in time for people, in the machine's time zone."""
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(epoch))
+
+
 def counted(number: int, noun: str) -> str:
     """ "1 message", "2 messages": the count word agrees."""
     return f"{number} {noun}" if number == 1 else f"{number} {noun}s"

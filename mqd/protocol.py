@@ -53,6 +53,7 @@ ERROR_CODES = {
     "route_not_found": "no such route (404)",
     "method_not_allowed": "the route does not take this method (405)",
     "conflict": "the request contradicts the queue as it exists (409)",
+    "not_supported": "this mqd's store does not do that: a PostgreSQL store is backed up with pg_dump (409)",
     "body_too_large": "the body is over the limit (413)",
     "unsupported_media_type": "the body is not JSON (415)",
     "upgrade_required": "GET /stream without a WebSocket upgrade (426)",

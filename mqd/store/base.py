@@ -15,8 +15,11 @@ other operations committed with them.
 from __future__ import annotations
 
 import abc
+import dataclasses
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
+from ..errors import NotSupported
 from ..model import (
     DeadLetterRule,
     Delivery,
@@ -29,6 +32,18 @@ from ..model import (
     TakeResult,
     Totals,
 )
+
+
+@dataclasses.dataclass(frozen=True)
+class Backup:
+    """A checked copy of a store, in ``path`` until the caller has sent it and removes it."""
+
+    path: Path
+    taken_at: float  # the instant the copy holds the store as of (the start of its read)
+    highest_id: int  # the highest message id in it
+    messages: int
+    size: int
+    sha256: str  # hex digest of the file
 
 
 class StoreListener:
@@ -154,6 +169,15 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def peek(self, queue_id: int, count: int, now: float) -> list[Delivery]:
         """The next ready messages, left as they are."""
+
+    async def backup(self, now: float) -> Backup:
+        """A checked copy of the whole store as of ``now``, made while it serves, in a file the
+        caller removes once it has sent it. A store kept by a database server is backed up with
+        that server's own tools instead."""
+        raise NotSupported(
+            f"This mqd keeps its queues in {self.kind}: back them up with {self.kind}'s own tools "
+            "(pg_dump; see docs/backups.md)."
+        )
 
     @abc.abstractmethod
     async def next_visible_at(self, queue_id: int) -> float | None:

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import DataCorrupt, DataDirectoryError
+from ..logs import moment
 from ..model import (
     DeadLetterRule,
     Delivery,
@@ -35,8 +36,8 @@ from ..model import (
     TakeResult,
     Totals,
 )
-from . import sqlite_reads
-from .base import Store
+from . import sqlite_backup, sqlite_reads
+from .base import Backup, Store
 from .batching import BatchedPrimitives, Batcher
 from .high_water import HIGH_WATER_FILE, HighWaterMark
 from .sqlite_tables import APPLICATION_ID, SCHEMA, SCHEMA_VERSION
@@ -81,6 +82,8 @@ class SQLiteStore(BatchedPrimitives, Store):
         )
         self._batcher = Batcher(self._writer)  # one batch at a time: SQLite has one writer
         self._reader = Reader(self._connect_reader)
+        self._min_free_bytes = min_free_bytes
+        self._backing_up = asyncio.Lock()  # one copy at a time: each needs the store's size free
 
     def location(self) -> str:
         return str(self.data_dir.absolute())
@@ -97,6 +100,7 @@ class SQLiteStore(BatchedPrimitives, Store):
     async def open(self) -> None:
         self._lock_data_dir()
         try:
+            sqlite_backup.remove_partial_copies(self.data_dir)
             await asyncio.to_thread(self._check)
             self._mark.open()
             await self._writer.start()
@@ -138,6 +142,23 @@ class SQLiteStore(BatchedPrimitives, Store):
         finally:
             self._unlock_data_dir()
 
+    async def backup(self, now: float) -> Backup:
+        async with self._backing_up:
+            return await asyncio.to_thread(sqlite_backup.make_backup, self.path, now, self._min_free_bytes)
+
+    def restore_backup(self, backup: Path) -> str:
+        """``mqd --restore``: put a backup in place of this store (which must not be serving)."""
+        self._lock_data_dir()
+        try:
+            mark, aside = sqlite_backup.restore(backup, self.path)
+        finally:
+            self._unlock_data_dir()
+        moved = f"; the files it replaced were renamed {', '.join(p.name for p in aside)}" if aside else ""
+        return (
+            f"restored {backup} into {self.data_dir}: a backup taken at {moment(mark.taken_at)} "
+            f"(messages up to id {mark.highest_id}){moved}"
+        )
+
     def _record_high_water(self) -> None:
         """After each commit, before anyone hears of it: the highest id stored, on disk."""
         self._mark.advance(self._writes.next_id - 1)
@@ -176,6 +197,7 @@ class SQLiteStore(BatchedPrimitives, Store):
             raise DataDirectoryError(f"Cannot open {self.path}: {exc}.") from exc
         try:
             self._prepare(connection)
+            self._adopt_backup(connection)
             self._writes.load(connection)
         except sqlite3.DatabaseError as exc:
             connection.close()
@@ -188,6 +210,16 @@ class SQLiteStore(BatchedPrimitives, Store):
             connection.close()
             raise
         return connection
+
+    def _adopt_backup(self, connection: sqlite3.Connection) -> None:
+        mark = sqlite_backup.adopt(connection, self._mark.value)
+        if mark is not None:
+            log.warning(
+                "started from a backup taken at %s (messages up to id %d): messages acknowledged "
+                "after it are gone",
+                moment(mark.taken_at),
+                mark.highest_id,
+            )
 
     def _connect_reader(self) -> sqlite3.Connection:
         """A read-only connection: in WAL mode it reads the last commit without waiting for the

@@ -6,6 +6,9 @@ ends with the rowid, so "the oldest ready message of a queue" is a single seek, 
 next hidden message to become visible".
 """
 
+import dataclasses
+import sqlite3
+
 APPLICATION_ID = 0x6D710001  # "mq", format 1: tells our files from other SQLite databases
 SCHEMA_VERSION = 1
 
@@ -42,3 +45,22 @@ CREATE TABLE idempotency_keys (
 ) WITHOUT ROWID;
 CREATE INDEX idempotency_keys_by_expiry ON idempotency_keys (expires_at);
 """
+
+# A backup (sqlite_backup.py) carries one more table, removed at its first start: when it was
+# taken and the highest message id in it.
+MARK_TABLE = "mq_backup"
+
+
+@dataclasses.dataclass(frozen=True)
+class BackupMark:
+    taken_at: float
+    highest_id: int
+
+
+def read_mark(connection: sqlite3.Connection) -> BackupMark | None:
+    """The mark of a backup not yet started from, if this database is one."""
+    found = connection.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (MARK_TABLE,))
+    if found.fetchone() is None:
+        return None
+    row = connection.execute(f"SELECT taken_at, highest_id FROM {MARK_TABLE}").fetchone()
+    return BackupMark(row[0], row[1]) if row else None

@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 
 from ..errors import DataCorrupt
-from ..logs import counted
+from ..logs import counted, moment
 from ..model import content_checksum
 from .high_water import HighWaterMark
-from .sqlite_tables import APPLICATION_ID
+from .sqlite_tables import APPLICATION_ID, read_mark
 
 log = logging.getLogger("mqd.store")
 
@@ -46,7 +46,7 @@ def verify(database: Path, mark: HighWaterMark, *, full: bool = False) -> str:
         if recorded:
             raise DataCorrupt(
                 f"{database} is missing or empty, but {mark.path} says messages up to {recorded} were "
-                f"acknowledged. Restore the database from a backup (if you removed it on purpose, "
+                f"acknowledged. Restore a backup with mqd --restore (if you removed it on purpose, "
                 f"remove {mark.path} too)."
             )
         return "new store"
@@ -84,19 +84,22 @@ def _verify(
         if recorded:
             raise DataCorrupt(
                 f"{database} holds no queues, but {mark_path} says messages up to {recorded} were "
-                "acknowledged: its write-ahead log was lost. Restore from a backup, or run mqd --repair."
+                "acknowledged: its write-ahead log was lost. Restore a backup (mqd --restore FILE), "
+                "or run mqd --repair."
             )
         return "new store"
     problems = [row[0] for row in connection.execute("PRAGMA quick_check(5)")]
     if problems != ["ok"]:
         raise DataCorrupt(f"{database} is damaged ({'; '.join(problems)}); it was left untouched.")
     highest = highest_id(connection)
-    if highest < recorded:
+    restored = read_mark(connection)  # a backup, restored: it knowingly ends before the mark
+    if highest < recorded and restored is None:
         wal = database.with_name(database.name + "-wal")
         where = wal if wal.exists() else database
         raise DataCorrupt(
             f"{where}: messages up to {recorded} were acknowledged ({mark_path}) but the store ends at "
-            f"{highest}; its write-ahead log was truncated, damaged or deleted. Restore from a backup, "
+            f"{highest}; its write-ahead log was truncated, damaged or deleted. Restore a backup "
+            "(mqd --restore FILE), "
             "or run mqd --repair to keep what is left (the damaged files are copied aside first)."
         )
     limit = "" if full else f"ORDER BY id DESC LIMIT {TAIL_CHECKED_AT_START}"
@@ -108,9 +111,12 @@ def _verify(
         if content_checksum(content) != checksum:
             raise DataCorrupt(
                 f"{database}: message {message_id} is damaged (its checksum does not match); "
-                "it was left untouched. Restore from a backup, or run mqd --repair."
+                "it was left untouched. Restore a backup (mqd --restore FILE), or run mqd --repair."
             )
-    return f"ok: {counted(checked, 'message')} checked, ids up to {highest}, high-water mark {recorded}"
+    summary = f"ok: {counted(checked, 'message')} checked, ids up to {highest}, high-water mark {recorded}"
+    if restored is not None:
+        summary += f"; a backup taken at {moment(restored.taken_at)}, not yet started from"
+    return summary
 
 
 def highest_id(connection: sqlite3.Connection) -> int:

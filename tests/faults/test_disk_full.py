@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 
-from ..helpers import MqdProcess
+from ..helpers import MqdProcess, mqctl
 
 RESERVE = 8 * 1024 * 1024
 PAYLOAD = "x" * 1000
@@ -89,5 +89,39 @@ def test_a_completely_full_disk_is_507_too_and_recovers(loop_fs, figures):
         time.sleep(0.3)
         assert daemon.call("POST", "/queues/q/messages", {"content": "after"})[0] == 201
         assert daemon.call("GET", "/status")[1]["status"] == "ok"
+    finally:
+        daemon.stop()
+
+
+def _store_of_about(daemon: MqdProcess, megabytes: int) -> None:
+    daemon.call("POST", "/queues", {"name": "q"})
+    for batch in range(megabytes):
+        items = [{"content": {"n": batch * 1000 + i, "pad": PAYLOAD}} for i in range(1000)]
+        assert daemon.call("POST", "/queues/q/messages", {"messages": items})[0] == 201
+
+
+def test_a_backup_onto_a_disk_that_fills_leaves_no_file(loop_fs, mqd, figures):
+    """mqctl backup to a file system smaller than the copy: it fails saying why, and neither
+    the file asked for nor its partial copy is left."""
+    daemon = mqd("--min-free-bytes", "0")
+    _store_of_about(daemon, 24)
+    fs = loop_fs(16)
+    failed = mqctl("backup", str(fs.mountpoint / "copy.sqlite3"), env={"MQ_URL": daemon.url})
+    assert failed.returncode == 7 and "No space left" in failed.stderr, failed.stderr
+    assert sorted(path.name for path in fs.mountpoint.iterdir()) == ["lost+found"]
+    assert daemon.call("GET", "/queues/q")[1]["ready"] == 24_000  # mqd served on, unharmed
+    figures["store_bytes"] = (daemon.data_dir / "mq.sqlite3").stat().st_size
+
+
+def test_mqd_refuses_a_backup_its_disk_has_no_room_for(loop_fs):
+    fs = loop_fs(64)
+    daemon = MqdProcess(fs.mountpoint / "data", "--min-free-bytes", str(1024 * 1024)).start()
+    try:
+        _store_of_about(daemon, 12)
+        fill(fs.mountpoint / "ballast", 6 * 1024 * 1024)
+        status, body, _ = daemon.call("GET", "/backup")
+        assert status == 507 and body["code"] == "disk_full" and "backup" in body["error"]
+        assert not list((fs.mountpoint / "data").glob("mq-backup-*"))
+        assert daemon.call("POST", "/queues/q/messages", {"content": "after"})[0] == 201
     finally:
         daemon.stop()

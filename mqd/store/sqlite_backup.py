@@ -1,0 +1,161 @@
+"""Backups of the SQLite store: made while mqd serves, restored by ``mqd --restore``, and accepted
+once at start-up although they end before the high-water mark.
+
+A backup is ``VACUUM INTO`` a file beside the database: one read transaction, so the copy is the
+store as of one instant while the writer goes on (WAL readers never block it). The copy is then
+marked (the table ``mq_backup``: when it was taken and the highest message id in it), checked in
+full (every checksum) and fsynced before anyone reads it.
+
+A restored backup ends before the high-water mark of the store it replaces: the messages
+acknowledged after it was taken are gone, knowingly. At its first start the store sees the mark
+of the backup, says so in one line, moves its id sequence past the high-water mark (an id is
+never handed out twice) and removes the mark, in one transaction: from then on it is checked like
+any store, and a truncated log is refused as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+
+from ..errors import DataCorrupt, DataDirectoryError, StorageFull
+from .base import Backup
+from .high_water import HighWaterMark
+from .sqlite_tables import MARK_TABLE, BackupMark, read_mark
+from .sqlite_verify import highest_id, verify
+
+PARTIAL_PREFIX = "mq-backup-"  # copies being made in the data directory; removed at start-up
+PARTIAL_SUFFIX = ".partial"
+
+
+def make_backup(database: Path, now: float, min_free_bytes: int) -> Backup:
+    """Copy ``database`` as of now into a checked file beside it (blocking: run it in a thread)."""
+    directory = database.parent
+    needed = database.stat().st_size + _size(database.with_name(database.name + "-wal")) + min_free_bytes
+    if shutil.disk_usage(directory).free < needed:
+        raise StorageFull(
+            f"The disk of {directory} has too little room for a backup (it needs about "
+            f"{needed // (1024 * 1024)} MiB free, the size of the store and the reserve)."
+        )
+    path = directory / f"{PARTIAL_PREFIX}{os.getpid()}-{time.monotonic_ns()}{PARTIAL_SUFFIX}"
+    try:
+        source = sqlite3.connect(f"file:{database}?mode=ro", uri=True, isolation_level=None)
+        try:
+            source.execute("VACUUM INTO ?", (str(path),))
+        finally:
+            source.close()
+        copy = sqlite3.connect(path, isolation_level=None)
+        try:
+            copy.execute("PRAGMA journal_mode=DELETE")
+            highest = highest_id(copy)
+            messages = copy.execute("SELECT count(*) FROM messages").fetchone()[0]
+            copy.execute(f"CREATE TABLE {MARK_TABLE} (taken_at REAL NOT NULL, highest_id INTEGER NOT NULL)")
+            copy.execute(f"INSERT INTO {MARK_TABLE} VALUES (?, ?)", (now, highest))
+        finally:
+            copy.close()
+        check(path)
+        digest = _fsync_and_digest(path)
+        return Backup(path, now, highest, messages, path.stat().st_size, digest)
+    except (sqlite3.OperationalError, OSError) as exc:
+        path.unlink(missing_ok=True)
+        if getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL" or getattr(exc, "errno", 0) == errno.ENOSPC:
+            raise StorageFull(f"The disk of {directory} filled up while the backup was made.") from None
+        raise
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def check(path: Path) -> BackupMark:
+    """Every checksum of a backup file, and its mark; DataCorrupt if it is damaged or no backup."""
+    summary = verify(path, HighWaterMark(path.with_name(path.name + ".no-mark")), full=True)
+    if not summary.startswith("ok"):
+        raise DataCorrupt(f"{path} holds no mq store.")
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+    try:
+        mark = read_mark(connection)
+    finally:
+        connection.close()
+    if mark is None:
+        raise DataCorrupt(f"{path} is an mq store but not a backup made by mqd (mqctl backup).")
+    return mark
+
+
+def adopt(connection: sqlite3.Connection, recorded: int) -> BackupMark | None:
+    """At start-up, on the writer's connection: a restored backup becomes an ordinary store whose
+    ids go on past ``recorded`` (the high-water mark of the store it replaced)."""
+    mark = read_mark(connection)
+    if mark is None:
+        return None
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        next_from = max(highest_id(connection), recorded)
+        connection.execute("DELETE FROM sqlite_sequence WHERE name = 'messages'")
+        connection.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('messages', ?)", (next_from,))
+        connection.execute(f"DROP TABLE {MARK_TABLE}")
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    return mark
+
+
+def restore(backup: Path, database: Path) -> tuple[BackupMark, list[Path]]:
+    """Put a checked backup in place of ``database`` (mqd stopped; the caller holds the data
+    directory's lock). The files it replaces are renamed aside, never deleted: (mark, them)."""
+    mark = check(backup)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    aside = []
+    for suffix in ("", "-wal", "-shm"):
+        current = database.with_name(database.name + suffix)
+        if current.exists():
+            moved = current.with_name(f"{current.name}.replaced-{stamp}")
+            current.rename(moved)
+            aside.append(moved)
+    incoming = database.with_name(database.name + ".restoring")
+    try:
+        shutil.copyfile(backup, incoming)
+        _fsync_and_digest(incoming)
+        incoming.rename(database)
+        _fsync_directory(database.parent)
+    except OSError as exc:
+        incoming.unlink(missing_ok=True)
+        raise DataDirectoryError(f"Cannot restore into {database.parent}: {exc.strerror or exc}.") from exc
+    return mark, aside
+
+
+def remove_partial_copies(directory: Path) -> None:
+    """Copies a killed mqd was making: never complete, never sent."""
+    for partial in directory.glob(f"{PARTIAL_PREFIX}*{PARTIAL_SUFFIX}"):
+        with contextlib.suppress(OSError):
+            partial.unlink()
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _fsync_and_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb+") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+        os.fsync(handle.fileno())
+    return digest.hexdigest()
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
