@@ -112,6 +112,25 @@ class Operations:
         """Move dead letters back where they came from: {"moved": n, "queues": {name: n}}."""
         return self._call(Call("POST", queue_path(name, "/redrive"), _json))
 
+    # -- moving messages between daemons ---------------------------------------------------------
+
+    def export(self, after: int = 0, count: int = 1000):
+        """A page of every message of every queue, in every state, by id: (the messages as
+        dicts, the ``after`` of the next page or None). mqctl export writes them out."""
+        return self._call(
+            Call(
+                "GET",
+                f"/export?after={int(after)}&count={int(count)}",
+                lambda status, raw: (lambda page: (page["messages"], page["next_after"]))(decode(raw)),
+            )
+        )
+
+    def import_messages(self, source: str, messages: list[dict]):
+        """Store exported messages again, each under a new id; those ``source`` has stored in
+        their queue already are skipped: {"imported": n, "skipped": m}."""
+        body = '{"source":' + json.dumps(source) + ',"messages":[' + ",".join(map(encode, messages)) + "]}"
+        return self._call(Call("POST", "/import", _json, body.encode()))
+
     # -- messages --------------------------------------------------------------------------------
 
     def send(

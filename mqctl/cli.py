@@ -662,6 +662,45 @@ def backup(ctx, file, url) -> None:
     )
 
 
+@cli.command(name="export")
+@click.argument("queues", nargs=-1)
+@click.option(
+    "-o",
+    "--output",
+    "output_path",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write to FILE (it appears once complete) instead of standard output.",
+)
+@url_option
+@click.pass_context
+def export_command(ctx, queues, output_path, url) -> None:
+    """Write QUEUES (default: all) and their messages as JSON lines, for mqctl import into
+    another mqd (see docs/backups.md)."""
+    from . import moving
+
+    with moving.written(output_path) as out:
+        exported, messages = moving.export(_client(ctx), out, queues)
+    click.echo(
+        f"exported {output.counted(messages, 'message')} of {output.counted(exported, 'queue')}", err=True
+    )
+
+
+@cli.command(name="import")
+@click.argument("file", type=click.File("r", encoding="utf-8"), default="-")
+@url_option
+@click.pass_context
+def import_command(ctx, file, url) -> None:
+    """Load an export (FILE, or standard input) into mqd: queues declared, messages stored as
+    they were under new ids. Running it again stores nothing twice."""
+    from . import moving
+
+    declared, imported, skipped = moving.import_(_client(ctx), file)
+    again = f" ({skipped} were there already)" if skipped else ""
+    click.echo(
+        f"imported {output.counted(imported, 'message')} into {output.counted(declared, 'queue')}{again}"
+    )
+
+
 @cli.command(context_settings={"ignore_unknown_options": True})
 @queue_argument
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)

@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from . import __version__, contract, parsing, replies
+from . import __version__, contract, parsing, protocol, replies
 from .appkeys import BROKER, CONFIG, METRICS
 from .broker import Broker
 from .errors import (
@@ -270,6 +270,21 @@ async def peek_messages(request: web.Request) -> web.Response:
     if not deliveries:
         return web.Response(status=204)
     return json_reply(replies.deliveries_json(deliveries))
+
+
+async def export_messages(request: web.Request) -> web.Response:
+    parsing.check_query(request, (contract.AFTER, contract.COUNT))
+    after = parsing.query(request, contract.AFTER) or 0
+    count = parsing.query(request, contract.COUNT) or protocol.MAX_BATCH
+    messages, next_after = await _broker(request).export(after, count)
+    return json_reply(replies.exported_json(messages, next_after))
+
+
+async def import_messages(request: web.Request) -> web.Response:
+    parsing.check_query(request)
+    source, messages = await parsing.read_import(request)
+    imported = await _broker(request).import_messages(source, messages)
+    return json_reply({"imported": imported, "skipped": len(messages) - imported})
 
 
 async def ack_message(request: web.Request) -> web.Response:

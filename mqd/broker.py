@@ -24,6 +24,7 @@ from .model import (
     Clock,
     DeadLetterRule,
     Delivery,
+    ExportedMessage,
     Lease,
     NewMessage,
     Queue,
@@ -230,6 +231,37 @@ class Broker(StoreListener):
             return await self._wait_and_take(name, queue, line, count, lease, wait, still_there)
         finally:
             self._lines.exit(queue.id, line)
+
+    async def export(self, after: int, count: int) -> tuple[list[ExportedMessage], int | None]:
+        """Up to ``count`` messages with ids above ``after``, of every queue, in every state, and
+        the ``after`` of the next page (None after the last)."""
+        messages = await self.store.export(after, count)
+        return messages, (messages[-1].id if len(messages) == count else None)
+
+    async def import_messages(self, source: str, messages: Sequence[ExportedMessage]) -> int:
+        """Store exported messages again as they were (attempts; delays, and leases as delays
+        until their end; dead letters with the queue they came from, if it is here), each under
+        a new id, all or nothing. Those ``source`` has stored in their queue already are
+        skipped: how many were stored. Every queue must exist (mqctl import declares them)."""
+        now = self.clock()
+        queue_ids = {}
+        for name in {m.queue for m in messages}:
+            queue_ids[name] = (await self.queue(name)).id
+        for origin in {m.dead_letter_source for m in messages} - {None, *queue_ids}:
+            found = await self.store.find_queue(origin)
+            if found is not None:
+                queue_ids[origin] = found.id
+        stored = await self.store.import_messages(source, messages, queue_ids)
+        for name, count in stored.items():
+            self.counters_for(name).sent += count
+            self._lines.notify(queue_ids[name], count)
+        for name in stored:
+            hidden = [m.visible_at for m in messages if m.queue == name and m.visible_at > now]
+            if hidden:
+                self._lines.note_hidden(queue_ids[name], min(hidden))
+        total = sum(stored.values())
+        log.info("%s imported from %s", counted(total, "message"), source)
+        return total
 
     async def peek(self, name: str, count: int) -> list[Delivery]:
         queue = await self.queue(name)

@@ -193,6 +193,30 @@ WAIT = Number(
     protocol.MAX_WAIT_SECONDS,
     description="Long-poll: wait up to this many seconds for a message before answering 204.",
 )
+MAX_MESSAGE_ID = 2**63 - 1
+AFTER = Number(
+    "after",
+    0,
+    MAX_MESSAGE_ID,
+    integer=True,
+    description="Only messages with a larger id: a reply's next_after.",
+)
+SOURCE = Key(
+    "source",
+    "Where the messages come from (mqctl export makes one per export): messages of this source "
+    "whose ids a queue has stored already are skipped, so an import repeated or resumed stores "
+    "nothing twice.",
+)
+EXPORTED_FIELDS = {
+    "queue": Name("queue", "The queue it is in."),
+    "id": Number("id", 1, MAX_MESSAGE_ID, integer=True, description="Its id in the store it comes from."),
+    "attempts": Number("attempts", 0, 2**31 - 1, integer=True, description="Deliveries so far."),
+    "enqueued_at": Number("enqueued_at", 0, 1e11, description="When it was first sent (epoch seconds)."),
+    "visible_at": Number(
+        "visible_at", 0, 1e11, description="0: ready; later: hidden until then (a lease's end, or a delay's)."
+    ),
+    "dead_letter_source": Name("dead_letter_source", "A dead letter: the queue it came from (or null)."),
+}
 RECEIPT_PATTERN = re.compile(r"[1-9][0-9]{0,17}\.[0-9a-f]{1,64}")
 
 QUEUE_FIELDS = {
@@ -352,6 +376,49 @@ SCHEMAS: dict[str, Any] = {
         {"messages": {"type": "array", "items": {"anyOf": [_ref("LeasedMessage"), _ref("Message")]}}}
     ),
     "Extended": _object({"receipt": {"type": "string"}, "lease_expires_at": {"type": "number"}}),
+    "ExportedMessage": _object(
+        {
+            "content": {"description": "The JSON value that was sent, as it was written."},
+            **{name: field.schema() for name, field in EXPORTED_FIELDS.items()},
+            "dead_letter_source": {
+                **EXPORTED_FIELDS["dead_letter_source"].schema(),
+                "type": ["string", "null"],
+            },
+        },
+        ["queue", "content", "id", "attempts", "enqueued_at", "visible_at"],
+        additionalProperties=False,
+    ),
+    "Exported": _object(
+        {
+            "messages": {"type": "array", "items": _ref("ExportedMessage"), "description": "By id."},
+            "next_after": {
+                "type": ["integer", "null"],
+                "description": "Give it as ?after= for the next page; null: there is none.",
+            },
+        }
+    ),
+    "Import": _object(
+        {
+            "source": SOURCE.schema(),
+            "messages": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": protocol.MAX_BATCH,
+                "items": _ref("ExportedMessage"),
+                "description": "As an export gave them, in increasing order of id.",
+            },
+        },
+        additionalProperties=False,
+    ),
+    "Imported": _object(
+        {
+            "imported": {"type": "integer", "description": "Stored now, each under a new id."},
+            "skipped": {
+                "type": "integer",
+                "description": "Stored already by an earlier import of the source.",
+            },
+        }
+    ),
     "Purged": _object({"purged": {"type": "integer"}}),
     "Redriven": _object(
         {
@@ -466,6 +533,34 @@ ROUTES: tuple[Route, ...] = (
         {200: Reply("The Prometheus text format, version 0.0.4.", None, media="text/plain")},
     ),
     Route("GET", "/openapi.json", "getOpenApi", "daemon", "This document", {200: Reply("OpenAPI 3.1.")}),
+    Route(
+        "GET",
+        "/export",
+        "exportMessages",
+        "daemon",
+        "Every message in every state, by id, to move them to another mqd (mqctl export)",
+        {
+            200: Reply(
+                "Up to count messages with larger ids than after, and the next page's after.", "Exported"
+            ),
+            400: Reply("A query parameter is not acceptable.", "Error", ("invalid_request",)),
+        },
+        query=(AFTER, COUNT),
+    ),
+    Route(
+        "POST",
+        "/import",
+        "importMessages",
+        "daemon",
+        "Store exported messages again as they were, each under a new id (mqctl import)",
+        {
+            200: Reply("How many were stored, and how many the source had stored already.", "Imported"),
+            400: BAD,
+            404: NO_QUEUE,
+            **BODY,
+        },
+        body="Import",
+    ),
     Route(
         "GET",
         "/backup",
@@ -641,9 +736,18 @@ WRITING = {
     "releaseMessage",
     "extendLease",
     "redriveQueue",
+    "importMessages",
 }
 # The routes that change nothing: all a read-only console (mqd --console read-only) may use.
-READING = {"getStatus", "getMetrics", "getOpenApi", "listQueues", "getQueue", "peekMessages"}
+READING = {
+    "getStatus",
+    "getMetrics",
+    "getOpenApi",
+    "listQueues",
+    "getQueue",
+    "peekMessages",
+    "exportMessages",
+}
 ROUTES = tuple(
     dataclasses.replace(route, replies={**route.replies, 507: FULL}) if route.operation in WRITING else route
     for route in ROUTES

@@ -85,6 +85,20 @@ class NewMessage(NamedTuple):
     key: str | None = None  # idempotency key
 
 
+class ExportedMessage(NamedTuple):
+    """A message as it leaves one store (export) and arrives at another (import): every state is
+    in ``visible_at`` (0 ready; later: hidden until then, a lease's end or a delay's), and a dead
+    letter names the queue it came from."""
+
+    queue: str
+    id: int  # in the store it was exported from
+    content: str  # JSON text
+    attempts: int
+    enqueued_at: float
+    visible_at: float
+    dead_letter_source: str | None = None
+
+
 @dataclasses.dataclass(frozen=True)
 class SendResult:
     ids: list[int]

@@ -16,7 +16,7 @@ from aiohttp import hdrs, web
 from . import contract, jsontext, protocol
 from .contract import quoted
 from .errors import InvalidArgument
-from .model import NewMessage, QueueSettings
+from .model import ExportedMessage, NewMessage, QueueSettings
 
 
 def is_json_type(content_type: str) -> bool:
@@ -169,6 +169,58 @@ def new_message(item: Any, content: str | None, where: str, header_key: str | No
     delay = contract.DELAY.parse(item.get("delay", 0))
     key = contract.KEY.parse(item["key"], f"'key' of {where}") if "key" in item else header_key
     return NewMessage(content, delay, key)
+
+
+IMPORT_FIELDS = {"source", "messages"}
+IMPORT_ITEM_FIELDS = frozenset({"content", *contract.EXPORTED_FIELDS})
+REQUIRED_IMPORT_ITEM_FIELDS = ("queue", "content", "id", "attempts", "enqueued_at", "visible_at")
+
+
+async def read_import(request: web.Request) -> tuple[str, list[ExportedMessage]]:
+    """An import's source and messages, as an export gave them: ids increasing, contents as
+    written."""
+    document = await read_document(request)
+    body = object_of(document, IMPORT_FIELDS)
+    if "source" not in body:
+        raise InvalidArgument(
+            "An import needs 'source': where the messages come from (mqctl export gives one)."
+        )
+    source = contract.SOURCE.parse(body["source"])
+    items = body.get("messages")
+    if not isinstance(items, list) or not 1 <= len(items) <= protocol.MAX_BATCH:
+        raise InvalidArgument(f"'messages' must be a list of 1 to {protocol.MAX_BATCH} exported messages.")
+    try:
+        contents = jsontext.batch_contents(document[0])
+    except jsontext.NestedTooDeeply as exc:
+        raise InvalidArgument(f"Cannot store the content: {exc}.") from None
+    fields = contract.EXPORTED_FIELDS
+    messages: list[ExportedMessage] = []
+    for index, (item, content) in enumerate(zip(items, contents, strict=True)):
+        where = ItemName(index)
+        if not isinstance(item, dict):
+            raise InvalidArgument(f"{where} must be a JSON object, as an export gives it.")
+        reject_unknown(item, IMPORT_ITEM_FIELDS, f"field in {where}")
+        missing = [name for name in REQUIRED_IMPORT_ITEM_FIELDS if name not in item]
+        if missing or content is None:
+            raise InvalidArgument(f"{where} has no '{(missing or ['content'])[0]}'.")
+        message_id = fields["id"].parse(item["id"])
+        if messages and message_id <= messages[-1].id:
+            raise InvalidArgument(
+                f"{where}: ids must increase, as an export gives them ({message_id} after {messages[-1].id})."
+            )
+        origin = item.get("dead_letter_source")
+        messages.append(
+            ExportedMessage(
+                fields["queue"].parse(item["queue"]),
+                message_id,
+                content,
+                fields["attempts"].parse(item["attempts"]),
+                fields["enqueued_at"].parse(item["enqueued_at"]),
+                fields["visible_at"].parse(item["visible_at"]),
+                None if origin is None else fields["dead_letter_source"].parse(origin),
+            )
+        )
+    return source, messages
 
 
 class ItemName:

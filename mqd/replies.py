@@ -10,7 +10,7 @@ import dataclasses
 import json
 from typing import Any
 
-from .model import Delivery, QueueStats
+from .model import Delivery, ExportedMessage, QueueStats
 
 _encode_compact = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode
 
@@ -41,6 +41,16 @@ def delivery_json(delivery: Delivery) -> str:
 
 def deliveries_json(deliveries: list[Delivery]) -> str:
     return '{"messages":[' + ",".join(delivery_json(d) for d in deliveries) + "]}"
+
+
+def exported_json(messages: list[ExportedMessage], next_after: int | None) -> str:
+    """An export's page: every field of each message, its content spliced in as stored."""
+    items = ",".join(
+        f'{{"queue":"{m.queue}","id":{m.id},"content":{m.content},"attempts":{m.attempts},"enqueued_at":{m.enqueued_at!r},'
+        f'"visible_at":{m.visible_at!r},"dead_letter_source":{dumps(m.dead_letter_source)}}}'
+        for m in messages
+    )
+    return f'{{"messages":[{items}],"next_after":{dumps(next_after)}}}'
 
 
 def queue_dict(stats: QueueStats, now: float, counters: Any) -> dict[str, Any]:

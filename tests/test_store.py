@@ -448,6 +448,60 @@ async def test_purge_removes_every_message(q):
     assert (await q.store.totals()).messages == 0
 
 
+# -- export and import -----------------------------------------------------------------------------
+
+
+async def test_export_gives_every_message_in_every_state_by_id(work):
+    await work.send('"a"', '"leased"', "1.50")
+    await work.send('"later"', delay=60)
+    await work.take(2, lease=30)  # "a" and "leased"
+    first = await work.store.export(0, 2)
+    rest = await work.store.export(first[-1].id, 10)
+    exported = first + rest
+    assert [m.content for m in exported] == ['"a"', '"leased"', "1.50", '"later"']
+    assert [m.queue for m in exported] == ["work"] * 4
+    assert [m.visible_at for m in exported] == [START + 30, START + 30, 0.0, START + 60]
+    assert [m.attempts for m in exported] == [1, 1, 0, 0]
+
+
+async def test_an_import_stores_as_exported_and_skips_what_its_source_stored(store, work):
+    target = await declare(store, "target")
+    await work.send('"one"', '"two"')
+    exported = [m._replace(queue="target") for m in await store.export(0, 10)]
+    ids = {"target": target.id}
+    assert await store.import_messages("source-1", exported, ids) == {"target": 2}
+    assert await store.import_messages("source-1", exported, ids) == {}  # repeated: nothing twice
+    assert await store.import_messages("source-2", exported[1:], ids) == {"target": 1}  # another source
+    assert await target.contents() == ['"one"', '"two"', '"two"']
+
+
+async def test_an_import_keeps_states_and_dead_letter_origins(store, work):
+    dlq = await declare(store, "dlq-copy")
+    await work.send('"dead"')
+    await use_up(work)
+    dead = [m for m in await store.export(0, 10) if m.dead_letter_source == "work"]
+    assert len(dead) == 1
+    moved = [dead[0]._replace(queue="dlq-copy", visible_at=START + 99)]
+    await store.import_messages("s", moved, {"dlq-copy": dlq.id, "work": work.id})
+    copy = (await store.export(dead[0].id, 10))[-1]
+    assert (copy.queue, copy.dead_letter_source, copy.visible_at, copy.attempts) == (
+        "dlq-copy",
+        "work",
+        START + 99,
+        dead[0].attempts,
+    )
+
+
+async def test_an_import_into_a_deleted_queue_stores_nothing(store, q):
+    other = await declare(store, "other")
+    await q.send('"a"')
+    exported = await store.export(0, 10)
+    await store.delete_queue(other.id)
+    with pytest.raises(QueueGone):
+        await store.import_messages("s", [exported[0]._replace(queue="other")], {"other": other.id})
+    assert (await store.totals()).messages == 1
+
+
 # -- persistence (SQLite) -----------------------------------------------------------------------
 
 

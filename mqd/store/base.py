@@ -23,6 +23,7 @@ from ..errors import NotSupported
 from ..model import (
     DeadLetterRule,
     Delivery,
+    ExportedMessage,
     Lease,
     NewMessage,
     Queue,
@@ -169,6 +170,21 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def peek(self, queue_id: int, count: int, now: float) -> list[Delivery]:
         """The next ready messages, left as they are."""
+
+    @abc.abstractmethod
+    async def export(self, after: int, count: int) -> list[ExportedMessage]:
+        """Up to ``count`` messages with ids above ``after``, by id, of every queue and in every
+        state (a read: never queued behind writes)."""
+
+    @abc.abstractmethod
+    async def import_messages(
+        self, source: str, messages: Sequence[ExportedMessage], queue_ids: dict[str, int]
+    ) -> dict[str, int]:
+        """Store exported messages as they were, each under a new id, all or nothing; skip
+        those whose ids ``source`` has stored in their queue already (an import repeated or
+        resumed). ``queue_ids``: the ids here of the queues named (a dead letter's origin may be
+        missing: it is then no dead letter). How many were stored, by queue; QueueGone if a
+        queue was deleted meanwhile."""
 
     async def backup(self, now: float) -> Backup:
         """A checked copy of the whole store as of ``now``, made while it serves, in a file the

@@ -26,6 +26,7 @@ from ..logs import counted
 from ..model import (
     DeadLetterRule,
     Delivery,
+    ExportedMessage,
     Lease,
     NewMessage,
     Queue,
@@ -392,6 +393,40 @@ class PostgresStore(BatchedPrimitives, Store):
             if content_checksum(row["content"]) != row["checksum"]:
                 raise DataCorrupt(f"Message {row['id']} in PostgreSQL is damaged (checksum mismatch).")
         return [Delivery(row["id"], row["content"], row["attempts"], row["enqueued_at"]) for row in rows]
+
+    async def export(self, after: int, count: int) -> list[ExportedMessage]:
+        s = self.schema
+        rows = await self._read(
+            lambda connection: connection.fetch(
+                f"""SELECT m.id, m.attempts, m.enqueued_at, m.visible_at, m.checksum, m.content,
+                           q.name AS queue, o.name AS origin
+                    FROM {s}.messages m JOIN {s}.queues q ON q.id = m.queue_id
+                    LEFT JOIN {s}.queues o ON o.id = m.dead_letter_source_id
+                    WHERE m.id > $1 ORDER BY m.id LIMIT $2""",
+                after,
+                count,
+            )
+        )
+        for row in rows:
+            if content_checksum(row["content"]) != row["checksum"]:
+                raise DataCorrupt(f"Message {row['id']} in PostgreSQL is damaged (checksum mismatch).")
+        return [
+            ExportedMessage(
+                row["queue"],
+                row["id"],
+                row["content"],
+                row["attempts"],
+                row["enqueued_at"],
+                row["visible_at"],
+                row["origin"],
+            )
+            for row in rows
+        ]
+
+    async def import_messages(
+        self, source: str, messages: Sequence[ExportedMessage], queue_ids: dict[str, int]
+    ) -> dict[str, int]:
+        return await self._write(object(), self._writes.imports, (source, messages, queue_ids))  # alone
 
     async def next_visible_at(self, queue_id: int) -> float | None:
         return await self._read(

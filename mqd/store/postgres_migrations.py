@@ -11,13 +11,14 @@ recorded. Every node of a deployment runs the same mqd version: stop them all to
   in postgres_writes.py); queue depths are counters (queue_depths, a few rows per queue that
   changes add to, so nodes do not queue behind one row), so stats and totals never count
   messages.
+- 4: imports (mqctl import's progress per source and queue: the last exported id stored).
 """
 
 from __future__ import annotations
 
 import re
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
@@ -88,5 +89,16 @@ INSERT INTO {s}.queue_depths SELECT queue_id, 0, count(*) FROM {s}.messages GROU
 """
 
 
+def _imports(schema: str) -> str:
+    return f"""
+CREATE TABLE {schema}.imports (
+    source   text NOT NULL,
+    queue_id bigint NOT NULL,
+    last_id  bigint NOT NULL,
+    PRIMARY KEY (source, queue_id)
+);
+"""
+
+
 # version -> the statements that bring a database of the version before it to it
-UPGRADES = {2: lambda schema: "", 3: _depth_counters}
+UPGRADES = {2: lambda schema: "", 3: _depth_counters, 4: _imports}

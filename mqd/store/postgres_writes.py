@@ -18,6 +18,7 @@ from ..errors import DataCorrupt, DeadLetterQueueInUse, QueueGone, QueueNotFound
 from ..model import (
     DeadLetterRule,
     Delivery,
+    ExportedMessage,
     Lease,
     NewMessage,
     Queue,
@@ -437,6 +438,74 @@ class Writes:
                 tx.notify("ready", queue_id, restored)
             results.append(restored)
         return results
+
+    # -- importing -------------------------------------------------------------------------------
+
+    async def imports(self, tx: Changes, requests: list[tuple[str, Sequence[ExportedMessage], dict]]) -> list:
+        return [await self._import(tx, *request) for request in requests]
+
+    async def _import(self, tx: Changes, source: str, messages: Sequence[ExportedMessage], queue_ids: dict):
+        """One import, all or nothing: new ids, the states as exported, and the source's progress
+        per queue, locked (FOR UPDATE) so that two nodes importing one source never both store."""
+        s, connection = self.s, tx.connection
+        named = sorted({queue_ids[m.queue] for m in messages})
+        present = {
+            row["id"]
+            for row in await connection.fetch(
+                f"SELECT id FROM {s}.queues WHERE id = ANY($1::bigint[]) ORDER BY id FOR KEY SHARE", named
+            )
+        }
+        if missing := [queue_id for queue_id in named if queue_id not in present]:
+            return QueueGone(missing[0])
+        await connection.execute(
+            f"""INSERT INTO {s}.imports SELECT $1, q, 0 FROM unnest($2::bigint[]) AS q
+                ON CONFLICT (source, queue_id) DO NOTHING""",
+            source,
+            named,
+        )
+        done = {
+            row["queue_id"]: row["last_id"]
+            for row in await connection.fetch(
+                f"SELECT queue_id, last_id FROM {s}.imports WHERE source = $1 AND queue_id = ANY($2::bigint[]) "
+                "ORDER BY queue_id FOR UPDATE",
+                source,
+                named,
+            )
+        }
+        kept = [m for m in messages if m.id > done[queue_ids[m.queue]]]
+        if not kept:
+            return {}
+        origins = [queue_ids.get(m.dead_letter_source) if m.dead_letter_source else None for m in kept]
+        await connection.execute(
+            f"""INSERT INTO {s}.messages (queue_id, visible_at, attempts, enqueued_at, dead_letter_source_id, checksum, content)
+                SELECT u.q, u.v, u.a, u.e, (SELECT x.id FROM {s}.queues x WHERE x.id = u.o), u.c, u.t
+                FROM unnest($1::bigint[], $2::double precision[], $3::integer[], $4::double precision[],
+                            $5::bigint[], $6::bigint[], $7::text[]) WITH ORDINALITY AS u(q, v, a, e, o, c, t, n)
+                ORDER BY u.n""",
+            [queue_ids[m.queue] for m in kept],
+            [m.visible_at for m in kept],
+            [m.attempts for m in kept],
+            [m.enqueued_at for m in kept],
+            origins,
+            [content_checksum(m.content) for m in kept],
+            [m.content for m in kept],
+        )
+        stored: dict[str, int] = {}
+        last: dict[int, int] = {}
+        for message in kept:
+            stored[message.queue] = stored.get(message.queue, 0) + 1
+            last[queue_ids[message.queue]] = message.id
+        await connection.execute(
+            f"""UPDATE {s}.imports i SET last_id = u.l FROM unnest($2::bigint[], $3::bigint[]) AS u(q, l)
+                WHERE i.source = $1 AND i.queue_id = u.q""",
+            source,
+            list(last),
+            list(last.values()),
+        )
+        for name, count in stored.items():
+            tx.depth(queue_ids[name], count)
+            tx.notify("ready", queue_ids[name], count)
+        return stored
 
     # -- settling leases -------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from ..logs import moment
 from ..model import (
     DeadLetterRule,
     Delivery,
+    ExportedMessage,
     Lease,
     NewMessage,
     Queue,
@@ -40,7 +41,7 @@ from . import sqlite_backup, sqlite_reads
 from .base import Backup, Store
 from .batching import BatchedPrimitives, Batcher
 from .high_water import HIGH_WATER_FILE, HighWaterMark
-from .sqlite_tables import APPLICATION_ID, SCHEMA, SCHEMA_VERSION
+from .sqlite_tables import APPLICATION_ID, SCHEMA, SCHEMA_VERSION, UPGRADES
 from .sqlite_threads import Reader, Writer
 from .sqlite_verify import accept_loss, verify
 from .sqlite_writes import Writes
@@ -257,6 +258,10 @@ class SQLiteStore(BatchedPrimitives, Store):
                 f"{self.path} was written by a newer mqd (schema {version}, this one reads "
                 f"{SCHEMA_VERSION}); it was left untouched."
             )
+        elif version < SCHEMA_VERSION:
+            steps = " ".join(UPGRADES[step] for step in range(version + 1, SCHEMA_VERSION + 1))
+            connection.executescript(f"BEGIN; {steps} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+            log.info("upgraded %s from schema %d to %d", self.path, version, SCHEMA_VERSION)
 
     # -- the primitives: writes go to the writer, reads to the reader ----------------------------
 
@@ -291,6 +296,14 @@ class SQLiteStore(BatchedPrimitives, Store):
         return await self._reader.run(
             functools.partial(sqlite_reads.peek, queue_id=queue_id, count=count, now=now)
         )
+
+    async def export(self, after: int, count: int) -> list[ExportedMessage]:
+        return await self._reader.run(functools.partial(sqlite_reads.export, after=after, count=count))
+
+    async def import_messages(
+        self, source: str, messages: Sequence[ExportedMessage], queue_ids: dict[str, int]
+    ) -> dict[str, int]:
+        return await self._write(object(), self._writes.imports, (source, messages, queue_ids))  # alone
 
     async def next_visible_at(self, queue_id: int) -> float | None:
         return await self._reader.run(functools.partial(sqlite_reads.next_visible_at, queue_id=queue_id))

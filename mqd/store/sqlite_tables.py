@@ -10,9 +10,19 @@ import dataclasses
 import sqlite3
 
 APPLICATION_ID = 0x6D710001  # "mq", format 1: tells our files from other SQLite databases
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-SCHEMA = """
+_IMPORTS = """
+CREATE TABLE imports (
+    source   TEXT NOT NULL,
+    queue_id INTEGER NOT NULL,
+    last_id  INTEGER NOT NULL,
+    PRIMARY KEY (source, queue_id)
+) WITHOUT ROWID;
+"""
+
+SCHEMA = (
+    """
 CREATE TABLE queues (
     id                   INTEGER PRIMARY KEY AUTOINCREMENT,
     name                 TEXT NOT NULL UNIQUE,
@@ -45,6 +55,12 @@ CREATE TABLE idempotency_keys (
 ) WITHOUT ROWID;
 CREATE INDEX idempotency_keys_by_expiry ON idempotency_keys (expires_at);
 """
+    + _IMPORTS
+)
+
+# version -> what brings a store of the version before it to it. 2: imports (mqctl import's
+# progress per source and queue: the last exported id stored).
+UPGRADES = {2: _IMPORTS}
 
 # A backup (sqlite_backup.py) carries one more table, removed at its first start: when it was
 # taken and the highest message id in it.

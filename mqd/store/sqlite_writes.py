@@ -20,6 +20,7 @@ from ..logs import counted
 from ..model import (
     DeadLetterRule,
     Delivery,
+    ExportedMessage,
     Lease,
     NewMessage,
     Queue,
@@ -355,6 +356,66 @@ class Writes:
             connection.execute("UPDATE queues SET depth = depth + ? WHERE id = ?", (inserted, queue_id))
             restored += inserted
         return restored
+
+    # -- importing -------------------------------------------------------------------------------
+
+    def imports(
+        self, connection, requests: list[tuple[str, Sequence[ExportedMessage], dict[str, int]]]
+    ) -> list:
+        return [self._import(connection, *request) for request in requests]
+
+    def _import(
+        self, connection, source: str, messages: Sequence[ExportedMessage], queue_ids: dict[str, int]
+    ):
+        """One import, all or nothing: new ids, the states as exported, and the source's progress
+        per queue (the last exported id stored), so that a repeat skips what is here."""
+        for message in messages:
+            if queue_ids[message.queue] not in self.queues:
+                return QueueGone(queue_ids[message.queue])
+        self._check_space(sum(len(m.content) for m in messages))
+        done = {
+            queue_id: last
+            for queue_id, last in connection.execute(
+                f"SELECT queue_id, last_id FROM imports WHERE source = ? AND queue_id IN "
+                f"({', '.join('?' * len(queue_ids))})",
+                (source, *queue_ids.values()),
+            )
+        }
+        rows = []
+        stored: dict[str, int] = {}
+        for message in messages:
+            queue_id = queue_ids[message.queue]
+            if message.id <= done.get(queue_id, 0):
+                continue
+            origin = queue_ids.get(message.dead_letter_source) if message.dead_letter_source else None
+            rows.append(
+                (
+                    self.next_id,
+                    queue_id,
+                    message.visible_at,
+                    message.attempts,
+                    message.enqueued_at,
+                    origin if origin in self.queues else None,
+                    content_checksum(message.content),
+                    message.content,
+                )
+            )
+            self.next_id += 1
+            stored[message.queue] = stored.get(message.queue, 0) + 1
+            done[queue_id] = message.id
+        connection.executemany(
+            "INSERT INTO messages (id, queue_id, visible_at, attempts, enqueued_at, dead_letter_source_id, "
+            "checksum, content) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        for name, count in stored.items():
+            connection.execute("UPDATE queues SET depth = depth + ? WHERE id = ?", (count, queue_ids[name]))
+            connection.execute(
+                "INSERT INTO imports VALUES (?, ?, ?) ON CONFLICT (source, queue_id) DO UPDATE SET last_id = "
+                "excluded.last_id",
+                (source, queue_ids[name], done[queue_ids[name]]),
+            )
+        return stored
 
     # -- settling leases -------------------------------------------------------------------------
 
