@@ -405,7 +405,7 @@ SCHEMAS: dict[str, Any] = {
                 "minItems": 1,
                 "maxItems": protocol.MAX_BATCH,
                 "items": _ref("ExportedMessage"),
-                "description": "As an export gave them, in increasing order of id.",
+                "description": "As an export gave them; stored in the order of their ids.",
             },
         },
         additionalProperties=False,

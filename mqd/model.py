@@ -14,7 +14,7 @@ import dataclasses
 import re
 import secrets
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from . import protocol
@@ -97,6 +97,22 @@ class ExportedMessage(NamedTuple):
     enqueued_at: float
     visible_at: float
     dead_letter_source: str | None = None
+
+
+def new_in_import(
+    messages: Sequence[ExportedMessage], queue_ids: dict[str, int], done: dict[int, int]
+) -> tuple[list[ExportedMessage], dict[int, int]]:
+    """Which messages of an import to store, given ``done`` (queue id: the last exported id its
+    source stored there): those with higher ids, in the order of their ids, each id once; and
+    ``done`` after them."""
+    kept = []
+    done = dict(done)
+    for message in sorted(messages, key=lambda m: m.id):
+        queue_id = queue_ids[message.queue]
+        if message.id > done.get(queue_id, 0):
+            kept.append(message)
+            done[queue_id] = message.id
+    return kept, done
 
 
 @dataclasses.dataclass(frozen=True)

@@ -177,8 +177,7 @@ REQUIRED_IMPORT_ITEM_FIELDS = ("queue", "content", "id", "attempts", "enqueued_a
 
 
 async def read_import(request: web.Request) -> tuple[str, list[ExportedMessage]]:
-    """An import's source and messages, as an export gave them: ids increasing, contents as
-    written."""
+    """An import's source and messages, as an export gave them (contents as written)."""
     document = await read_document(request)
     body = object_of(document, IMPORT_FIELDS)
     if "source" not in body:
@@ -204,10 +203,6 @@ async def read_import(request: web.Request) -> tuple[str, list[ExportedMessage]]
         if missing or content is None:
             raise InvalidArgument(f"{where} has no '{(missing or ['content'])[0]}'.")
         message_id = fields["id"].parse(item["id"])
-        if messages and message_id <= messages[-1].id:
-            raise InvalidArgument(
-                f"{where}: ids must increase, as an export gives them ({message_id} after {messages[-1].id})."
-            )
         origin = item.get("dead_letter_source")
         messages.append(
             ExportedMessage(

@@ -26,6 +26,7 @@ from ..model import (
     SendResult,
     TakeResult,
     content_checksum,
+    new_in_import,
 )
 from .postgres_migrations import channel
 
@@ -472,7 +473,7 @@ class Writes:
                 named,
             )
         }
-        kept = [m for m in messages if m.id > done[queue_ids[m.queue]]]
+        kept, done = new_in_import(messages, queue_ids, done)
         if not kept:
             return {}
         origins = [queue_ids.get(m.dead_letter_source) if m.dead_letter_source else None for m in kept]
@@ -491,10 +492,9 @@ class Writes:
             [m.content for m in kept],
         )
         stored: dict[str, int] = {}
-        last: dict[int, int] = {}
         for message in kept:
             stored[message.queue] = stored.get(message.queue, 0) + 1
-            last[queue_ids[message.queue]] = message.id
+        last = {queue_ids[name]: done[queue_ids[name]] for name in stored}
         await connection.execute(
             f"""UPDATE {s}.imports i SET last_id = u.l FROM unnest($2::bigint[], $3::bigint[]) AS u(q, l)
                 WHERE i.source = $1 AND i.queue_id = u.q""",

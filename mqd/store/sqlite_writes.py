@@ -28,6 +28,7 @@ from ..model import (
     SendResult,
     TakeResult,
     content_checksum,
+    new_in_import,
 )
 from . import sqlite_reads
 from .sqlite_verify import highest_id
@@ -381,12 +382,11 @@ class Writes:
                 (source, *queue_ids.values()),
             )
         }
+        kept, done = new_in_import(messages, queue_ids, done)
         rows = []
         stored: dict[str, int] = {}
-        for message in messages:
+        for message in kept:
             queue_id = queue_ids[message.queue]
-            if message.id <= done.get(queue_id, 0):
-                continue
             origin = queue_ids.get(message.dead_letter_source) if message.dead_letter_source else None
             rows.append(
                 (
@@ -402,7 +402,6 @@ class Writes:
             )
             self.next_id += 1
             stored[message.queue] = stored.get(message.queue, 0) + 1
-            done[queue_id] = message.id
         connection.executemany(
             "INSERT INTO messages (id, queue_id, visible_at, attempts, enqueued_at, dead_letter_source_id, "
             "checksum, content) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
