@@ -58,7 +58,7 @@ def main() -> None:
     options = parser.parse_args()
     with (
         servers.temporary_directory("backups") as directory,
-        servers.mqd(data_dir=directory / "data") as server,
+        servers.mqd(data_dir=directory) as server,
     ):
         with Client(server.url, timeout=300) as client:
             client.create_queue("orders")
