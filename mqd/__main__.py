@@ -111,7 +111,7 @@ def _verify(settings: config.Config) -> int:
     """Check the configured store: 0 sound, 1 damaged, 3 held by a running mqd (SQLite: stop it
     first), 4 cannot be read (no store there, permissions, PostgreSQL unreachable). 2 is a bad
     setting."""
-    from .errors import DataCorrupt, DataDirectoryError, MqError, StorageUnavailable
+    from .errors import MqError
 
     try:
         if settings.store is not None:
@@ -122,15 +122,8 @@ def _verify(settings: config.Config) -> int:
             from .store.sqlite import SQLiteStore
 
             print(SQLiteStore(settings.data_dir).verify())
-    except DataCorrupt as exc:
-        print(f"mqd: {exc}", file=sys.stderr)
-        return VERIFY_DAMAGED
-    except DataDirectoryError as exc:
-        print(f"mqd: {exc}", file=sys.stderr)
-        return VERIFY_IN_USE if exc.in_use else VERIFY_UNREADABLE
-    except (StorageUnavailable, MqError) as exc:
-        print(f"mqd: {exc}", file=sys.stderr)
-        return VERIFY_UNREADABLE
+    except MqError as exc:  # damaged, in use, unreadable, unreachable
+        return _refused(exc)
     except ImportError:
         print("mqd: the PostgreSQL store needs asyncpg: pip install 'mq[postgres]'", file=sys.stderr)
         return VERIFY_UNREADABLE
@@ -140,7 +133,7 @@ def _verify(settings: config.Config) -> int:
 def _restore(settings: config.Config, backup: str) -> int:
     """Same exit statuses as --verify: 0 restored, 1 the backup is damaged (or no backup), 3 a
     running mqd holds the data directory, 4 a file cannot be read or written."""
-    from .errors import DataCorrupt, DataDirectoryError
+    from .errors import DataCorrupt, MqError
     from .store.sqlite import SQLiteStore
 
     if settings.store is not None:
@@ -154,13 +147,21 @@ def _restore(settings: config.Config, backup: str) -> int:
         return VERIFY_UNREADABLE
     try:
         print(SQLiteStore(settings.data_dir).restore_backup(path))
-    except DataCorrupt as exc:
-        print(f"mqd: {exc} Nothing was changed.", file=sys.stderr)
-        return VERIFY_DAMAGED
-    except DataDirectoryError as exc:
-        print(f"mqd: {exc}", file=sys.stderr)
-        return VERIFY_IN_USE if exc.in_use else VERIFY_UNREADABLE
+    except MqError as exc:
+        return _refused(exc, " Nothing was changed." if isinstance(exc, DataCorrupt) else "")
     return VERIFY_SOUND
+
+
+def _refused(exc: Exception, more: str = "") -> int:
+    """One line on stderr, and the exit status --verify and --restore give for it."""
+    from .errors import DataCorrupt, DataDirectoryError
+
+    print(f"mqd: {exc}{more}", file=sys.stderr)
+    if isinstance(exc, DataCorrupt):
+        return VERIFY_DAMAGED
+    if isinstance(exc, DataDirectoryError) and exc.in_use:
+        return VERIFY_IN_USE
+    return VERIFY_UNREADABLE
 
 
 async def _serve(settings: config.Config) -> int:

@@ -46,7 +46,7 @@ class HighWaterMark:
         existed = self.path.exists()
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         if not existed and self.fsync:
-            _fsync_directory(self.path.parent)  # so the file itself survives a power cut
+            fsync_directory(self.path.parent)  # so the file itself survives a power cut
 
     def advance(self, value: int) -> None:
         """Record ``value`` durably (called after the commit that stored it, before replying)."""
@@ -65,7 +65,8 @@ class HighWaterMark:
             self._fd = None
 
 
-def _fsync_directory(path: Path) -> None:
+def fsync_directory(path: Path) -> None:
+    """Make a file's creation or renaming in ``path`` durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

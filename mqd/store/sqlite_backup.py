@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..errors import DataCorrupt, DataDirectoryError, StorageFull
 from .base import Backup
-from .high_water import HighWaterMark
+from .high_water import HighWaterMark, fsync_directory
 from .sqlite_tables import MARK_TABLE, BackupMark, read_mark
 from .sqlite_verify import highest_id, verify
 
@@ -123,7 +123,7 @@ def restore(backup: Path, database: Path) -> tuple[BackupMark, list[Path]]:
         shutil.copyfile(backup, incoming)
         _fsync_and_digest(incoming)
         incoming.rename(database)
-        _fsync_directory(database.parent)
+        fsync_directory(database.parent)
     except OSError as exc:
         incoming.unlink(missing_ok=True)
         raise DataDirectoryError(f"Cannot restore into {database.parent}: {exc.strerror or exc}.") from exc
@@ -151,11 +151,3 @@ def _fsync_and_digest(path: Path) -> str:
             digest.update(chunk)
         os.fsync(handle.fileno())
     return digest.hexdigest()
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
