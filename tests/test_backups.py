@@ -6,6 +6,7 @@ idempotency keys and settings come back as they were."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -242,7 +243,7 @@ def test_a_pg_dump_of_the_schema_restored_into_a_fresh_database_serves_the_same_
         subprocess.run(
             ["pg_dump", postgres.URL, f"--schema={schema}", f"--file={dump}"], check=True, timeout=60
         )
-        postgres.execute(f"CREATE DATABASE {database}")
+        subprocess.run(["createdb", f"--maintenance-db={postgres.URL}", database], check=True, timeout=60)
         subprocess.run(
             ["psql", f"{server}/{database}", "-v", "ON_ERROR_STOP=1", "-q", f"--file={dump}"],
             check=True,
@@ -264,3 +265,28 @@ def test_a_pg_dump_of_the_schema_restored_into_a_fresh_database_serves_the_same_
     finally:
         postgres.drop_schema(schema)
         postgres.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
+def test_a_backup_cut_short_by_kill_9_leaves_no_file_and_no_copy(mqd, tmp_path):
+    daemon = mqd()
+    with Client(daemon.url, timeout=120) as client:
+        client.create_queue("orders")
+        for start in range(0, 100_000, 1000):
+            client.send_many("orders", [{"n": start + n, "pad": "x" * 200} for n in range(1000)])
+    target = tmp_path / "backups"
+    target.mkdir()
+    backup = subprocess.Popen(
+        [str(Path(sys.executable).with_name("mqctl")), "backup", str(target / "copy.sqlite3")],
+        env={**os.environ, "MQ_URL": daemon.url},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not list(daemon.data_dir.glob("mq-backup-*")):  # mqd is making its copy
+        assert time.monotonic() < deadline and backup.poll() is None
+        time.sleep(0.005)
+    daemon.kill()
+    assert backup.wait(30) in (3, 4), backup.stderr.read()
+    assert list(target.iterdir()) == []  # neither the file nor a partial one
+    mqd()
+    assert not list(daemon.data_dir.glob("mq-backup-*"))  # the half-made copy went at start-up

@@ -63,12 +63,12 @@ def make_backup(database: Path, now: float, min_free_bytes: int) -> Backup:
         digest = _fsync_and_digest(path)
         return Backup(path, now, highest, messages, path.stat().st_size, digest)
     except (sqlite3.OperationalError, OSError) as exc:
-        path.unlink(missing_ok=True)
+        _remove(path)
         if getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL" or getattr(exc, "errno", 0) == errno.ENOSPC:
             raise StorageFull(f"The disk of {directory} filled up while the backup was made.") from None
         raise
     except BaseException:
-        path.unlink(missing_ok=True)
+        _remove(path)
         raise
 
 
@@ -131,10 +131,15 @@ def restore(backup: Path, database: Path) -> tuple[BackupMark, list[Path]]:
 
 
 def remove_partial_copies(directory: Path) -> None:
-    """Copies a killed mqd was making: never complete, never sent."""
-    for partial in directory.glob(f"{PARTIAL_PREFIX}*{PARTIAL_SUFFIX}"):
+    """Copies a killed mqd was making (and SQLite's journal of one): never complete, never sent."""
+    for partial in directory.glob(f"{PARTIAL_PREFIX}*{PARTIAL_SUFFIX}*"):
         with contextlib.suppress(OSError):
             partial.unlink()
+
+
+def _remove(copy: Path) -> None:
+    for suffix in ("", "-journal", "-wal", "-shm"):
+        copy.with_name(copy.name + suffix).unlink(missing_ok=True)
 
 
 def _size(path: Path) -> int:
