@@ -58,6 +58,7 @@ async def test_an_older_schema_is_upgraded_its_functions_dropped_and_depths_coun
     s = store.schema
     await store._pool.execute(f"UPDATE {s}.schema_version SET version = 2")  # as version 2 left it:
     await store._pool.execute(f"DROP TABLE {s}.queue_depths")  # no counters,
+    await store._pool.execute(f"DROP TABLE {s}.imports")  # no imports,
     await store._pool.execute(f"CREATE FUNCTION {s}.receive() RETURNS integer LANGUAGE sql AS 'SELECT 1'")
     await store.close()
     upgraded = PostgresStore(url)

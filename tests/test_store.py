@@ -524,6 +524,30 @@ async def test_messages_and_leases_survive_reopening(data_dir):
         await store.close()
 
 
+async def test_a_store_of_schema_1_is_upgraded_and_keeps_its_messages(data_dir):
+    import sqlite3
+
+    store = SQLiteStore(data_dir)
+    await store.open()
+    q = await declare(store, "q")
+    await q.send('"kept"')
+    await store.close()
+    old = sqlite3.connect(data_dir / DATABASE_FILE)
+    old.executescript("DROP TABLE imports; PRAGMA user_version = 1;")  # as schema 1 was
+    old.close()
+    store = SQLiteStore(data_dir)
+    await store.open()
+    try:
+        exported = await store.export(0, 10)
+        assert [m.content for m in exported] == ['"kept"']
+        assert await store.import_messages("s", exported, {"q": q.id}) == {"q": 1}  # the new table
+    finally:
+        await store.close()
+    upgraded = sqlite3.connect(data_dir / DATABASE_FILE)
+    assert upgraded.execute("PRAGMA user_version").fetchone()[0] == 2
+    upgraded.close()
+
+
 @pytest.mark.parametrize(
     "damage",
     [b"this is not a database at all" * 200, b"SQLite format 3\x00" + b"\xff" * 4000],
