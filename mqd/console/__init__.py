@@ -1,4 +1,4 @@
-"""The web console: three static files mqd serves to browsers, which then use the public API.
+"""The web console: four static files mqd serves to browsers, which then use the public API.
 
 The page holds no data and no secret, so it is served without the access token (the page asks
 for it and sends it as ``Authorization`` with each API call); everything it shows or does goes
