@@ -28,6 +28,7 @@ from .publisher import Publisher
 
 REPLY_MARGIN = 30.0
 BACKUP_CHUNK_BYTES = 1 << 20
+BACKUP_TIMEOUT = 3600.0  # mqd copies and checks the whole store before its reply begins
 
 
 class AsyncClient(Operations):
@@ -81,10 +82,11 @@ class AsyncClient(Operations):
             raise _refusal(status, body)
         return call.read(status, body)
 
-    async def backup(self, path: str | os.PathLike) -> BackupInfo:
+    async def backup(self, path: str | os.PathLike, *, timeout: float = BACKUP_TIMEOUT) -> BackupInfo:
         """Write a backup of the whole store (mqd on SQLite) to ``path``, checked, and there
-        whole or not at all (see mq.backups)."""
-        timeout = aiohttp.ClientTimeout(sock_connect=self.timeout, sock_read=self.timeout)
+        whole or not at all (see mq.backups). mqd answers once its copy is made and checked:
+        ``timeout`` seconds may pass before it does, or between two parts of it."""
+        timeout = aiohttp.ClientTimeout(sock_connect=self.timeout, sock_read=timeout)
         try:
             with BackupFile(path) as backup:  # first: a file that cannot be written costs mqd nothing
                 async with self.session().get(self._base + "/backup", timeout=timeout) as response:
@@ -95,7 +97,9 @@ class AsyncClient(Operations):
                     headers = {name.lower(): value for name, value in response.headers.items()}
                     return await asyncio.to_thread(backup.finish, headers)
         except TimeoutError:
-            raise Timeout(f"mqd at {self.url} stopped sending the backup for {self.timeout:g} s") from None
+            raise Timeout(
+                f"mqd at {self.url} sent nothing of the backup for {timeout.sock_read:g} s"
+            ) from None
         except aiohttp.ClientConnectionError as exc:
             raise ConnectionFailed(self.url, str(exc) or type(exc).__name__) from None
 

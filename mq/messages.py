@@ -34,18 +34,26 @@ def decode(text: str | bytes) -> Any:
     return json.loads(text, parse_float=JsonNumber, parse_int=_integer)
 
 
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_ENCODERS = {
+    ascii_only: json.JSONEncoder(ensure_ascii=ascii_only, separators=(",", ":"), allow_nan=False).encode
+    for ascii_only in (False, True)
+}
 
 
-def encode(value: Any) -> str:
-    """Compact JSON on one line, every JsonNumber written as its own text: what mqd kept."""
+def encode(value: Any, *, ascii_only: bool = False) -> str:
+    """Compact JSON on one line, every JsonNumber written as its own text: what mqd kept. With
+    ``ascii_only``, other characters are escaped (\\u00e9): any string mqd accepted, a lone
+    surrogate's escape included, can then be written as UTF-8."""
     if isinstance(value, JsonNumber):
         return value.text
     if isinstance(value, dict):
-        return "{" + ",".join(f"{_encode(str(k))}:{encode(v)}" for k, v in value.items()) + "}"
+        members = (
+            f"{_ENCODERS[ascii_only](str(k))}:{encode(v, ascii_only=ascii_only)}" for k, v in value.items()
+        )
+        return "{" + ",".join(members) + "}"
     if isinstance(value, list):
-        return "[" + ",".join(encode(item) for item in value) + "]"
-    return _encode(value)
+        return "[" + ",".join(encode(item, ascii_only=ascii_only) for item in value) + "]"
+    return _ENCODERS[ascii_only](value)
 
 
 class Message:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 CONNECT_TIMEOUT = 5.0
 REPLY_MARGIN = 30.0  # seconds a reply may take beyond any wait the request asked for
 BACKUP_CHUNK_BYTES = 1 << 20
+BACKUP_TIMEOUT = 3600.0  # mqd copies and checks the whole store before its reply begins
 
 
 class Response:
@@ -114,24 +115,29 @@ class Client(Operations):
             self._connection = connection
         return self._connection
 
-    def backup(self, path: str | os.PathLike) -> BackupInfo:
+    def backup(self, path: str | os.PathLike, *, timeout: float = BACKUP_TIMEOUT) -> BackupInfo:
         """Write a backup of the whole store (mqd on SQLite) to ``path``, checked, and there
-        whole or not at all (see mq.backups)."""
+        whole or not at all (see mq.backups). mqd answers once its copy is made and checked:
+        ``timeout`` seconds may pass before it does, or between two parts of it."""
         from .backups import BackupFile
 
         with BackupFile(path) as backup:  # first: a file that cannot be written costs mqd nothing
-            with self._exchange(self.timeout):
-                reply = self._sent("GET", "/backup", None, self.timeout)
-            if reply.status != 200:
-                with self._exchange(self.timeout):
-                    data = reply.read()
-                raise _refusal(Response(reply.status, {}, data))
-            while True:
-                with self._exchange(self.timeout):
-                    chunk = reply.read(BACKUP_CHUNK_BYTES)
-                if not chunk:
-                    return backup.finish({k.lower(): v for k, v in reply.getheaders()})
-                backup.write(chunk)
+            try:
+                with self._exchange(timeout):
+                    reply = self._sent("GET", "/backup", None, timeout)
+                if reply.status != 200:
+                    with self._exchange(timeout):
+                        data = reply.read()
+                    raise _refusal(Response(reply.status, {}, data))
+                while True:
+                    with self._exchange(timeout):
+                        chunk = reply.read(BACKUP_CHUNK_BYTES)
+                    if not chunk:
+                        return backup.finish({k.lower(): v for k, v in reply.getheaders()})
+                    backup.write(chunk)
+            except BaseException:
+                self.close()  # the reply may be half read: the next call needs a fresh connection
+                raise
 
     def _sent(self, method: str, path: str, body: bytes | None, timeout: float) -> http.client.HTTPResponse:
         """Send one request and read its status and headers. A kept-alive connection the daemon

@@ -36,28 +36,30 @@ class ExportError(InputError):
 
 def export(client: Client, out: IO[str], queues: Iterable[str] = ()) -> tuple[int, int]:
     """Write every queue (or those named) and its messages to ``out``: (queues, messages)."""
-    wanted = set(queues)
-    listed = client.list_queues()
-    found = [queue for queue in listed if not wanted or queue["name"] in wanted]
-    if missing := wanted - {queue["name"] for queue in found}:
+    listed = {queue["name"]: queue for queue in client.list_queues()}
+    wanted = set(queues) or set(listed)
+    if missing := wanted - set(listed):
         raise ExportError(f"no queue named {sorted(missing)[0]!r} to export")
+    for name in list(wanted):  # a queue's dead-letter queue goes with it, and so on down the chain
+        while (name := listed[name]["dead_letter_queue"]) is not None and name not in wanted:
+            wanted.add(name)
+    found = [queue for name, queue in listed.items() if name in wanted]
     header = {
         "mq_export": FORMAT,
         "source": str(uuid.uuid4()),
         "mqd": __version__,
         "exported_at": time.time(),
     }
-    out.write(encode(header) + "\n")
+    out.write(_line(header))
     for queue in _dead_letter_queues_first(found):
         settings = {key: queue[key] for key in ("max_attempts", "dead_letter_queue", "dedup_window")}
-        out.write(encode({"queue": {"name": queue["name"], **settings}}) + "\n")
-    names = {queue["name"] for queue in found}
+        out.write(_line({"queue": {"name": queue["name"], **settings}}))
     count = 0
     for message in _every_message(client):
-        if message["queue"] in names:
-            out.write(encode({"message": message}) + "\n")
+        if message["queue"] in wanted:
+            out.write(_line({"message": message}))
             count += 1
-    out.write(encode({"mq_export_end": {"queues": len(found), "messages": count}}) + "\n")
+    out.write(_line({"mq_export_end": {"queues": len(found), "messages": count}}))
     return len(found), count
 
 
@@ -78,6 +80,11 @@ def written(path: str | None) -> Iterator[IO[str]]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
+
+
+def _line(record: dict[str, Any]) -> str:
+    """One record, ASCII only (any content mqd accepted can be written), numbers as sent."""
+    return encode(record, ascii_only=True) + "\n"
 
 
 def _every_message(client: Client) -> Iterator[dict[str, Any]]:
@@ -126,31 +133,23 @@ def import_(client: Client, lines: Iterable[str]) -> tuple[int, int, int]:
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        try:
-            record = decode(line)
-        except ValueError:
-            raise ExportError(f"line {number} is not JSON: this is not an export of mqctl export") from None
-        if number == 1:
-            if not isinstance(record, dict) or record.get("mq_export") != FORMAT:
-                raise ExportError("the first line is no export header: this is not a file of mqctl export")
-            source = record["source"]
-        elif "message" in record:
+        record = _record(number, line)
+        if source is None:
+            source = _source_of(record)
+            continue
+        if "message" in record:
+            length = len(line.encode("utf-8", "surrogatepass"))
+            if batch and (len(batch) == PAGE or size + length > BATCH_BYTES):
+                flush()  # before the line that would take the request past mqd's body limit
             batch.append(record["message"])
-            size += len(line)
-            if len(batch) == PAGE or size >= BATCH_BYTES:
-                flush()
+            size += length
         elif "queue" in record:
             flush()
-            settings = record["queue"]
-            client.create_queue(
-                settings["name"],
-                max_attempts=settings["max_attempts"],
-                dead_letter_queue=settings["dead_letter_queue"],
-                dedup_window=settings["dedup_window"],
-            )
-            queues += 1
+            queues += _declare(client, number, record["queue"])
         elif "mq_export_end" in record:
             ended = True
+        else:
+            raise ExportError(f"line {number} is neither a queue nor a message of an export")
     if source is None:
         raise ExportError("the file is empty: no export of mqctl export to import")
     flush()
@@ -160,3 +159,32 @@ def import_(client: Client, lines: Iterable[str]) -> tuple[int, int, int]:
             "import the whole file again to complete it (nothing is stored twice)"
         )
     return queues, imported, skipped
+
+
+def _record(number: int, line: str) -> dict[str, Any]:
+    try:
+        record = decode(line)
+    except ValueError:
+        raise ExportError(f"line {number} is not JSON: this is not a file of mqctl export") from None
+    if not isinstance(record, dict):
+        raise ExportError(f"line {number} is not a record of an export: this is not a file of mqctl export")
+    return record
+
+
+def _source_of(header: dict[str, Any]) -> str:
+    if header.get("mq_export") != FORMAT or not isinstance(header.get("source"), str):
+        raise ExportError("the first line is no export header: this is not a file of mqctl export")
+    return header["source"]
+
+
+def _declare(client: Client, number: int, settings: Any) -> int:
+    try:
+        client.create_queue(
+            settings["name"],
+            max_attempts=settings["max_attempts"],
+            dead_letter_queue=settings["dead_letter_queue"],
+            dedup_window=settings["dedup_window"],
+        )
+    except (KeyError, TypeError):
+        raise ExportError(f"line {number} is a queue without its settings: the export is damaged") from None
+    return 1

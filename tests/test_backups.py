@@ -290,3 +290,26 @@ def test_a_backup_cut_short_by_kill_9_leaves_no_file_and_no_copy(mqd, tmp_path):
     assert list(target.iterdir()) == []  # neither the file nor a partial one
     mqd()
     assert not list(daemon.data_dir.glob("mq-backup-*"))  # the half-made copy went at start-up
+
+
+def test_a_client_that_leaves_while_the_copy_is_made_leaves_no_copy_behind(mqd, tmp_path):
+    import http.client
+
+    daemon = mqd()
+    with Client(daemon.url, timeout=120) as client:
+        client.create_queue("orders")
+        for start in range(0, 100_000, 1000):
+            client.send_many("orders", [{"n": start + n, "pad": "x" * 200} for n in range(1000)])
+    host, port = daemon.url.removeprefix("http://").rsplit(":", 1)
+    leaving = http.client.HTTPConnection(host, int(port), timeout=30)
+    leaving.request("GET", "/backup")
+    deadline = time.monotonic() + 30
+    while not list(daemon.data_dir.glob("mq-backup-*")):  # mqd is making the copy
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    leaving.close()  # gone before the reply began
+    while list(daemon.data_dir.glob("mq-backup-*")):  # made, then removed: nobody wants it
+        assert time.monotonic() < deadline, list(daemon.data_dir.glob("mq-backup-*"))
+        time.sleep(0.05)
+    made = cli(daemon, "backup", str(tmp_path / "copy.sqlite3"))
+    assert made.returncode == 0 and "100000 messages" in made.stdout

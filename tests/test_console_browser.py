@@ -118,6 +118,11 @@ def test_the_overview_of_no_queue_says_how_to_make_one(page, sqlite_daemon):
     expect(page.get_by_text("No queues yet")).to_be_visible()
 
 
+def test_an_address_the_console_did_not_make_is_a_queue_that_does_not_exist(page, sqlite_daemon):
+    page.goto(sqlite_daemon.url + "/console/#/queues/%E0%A4")
+    expect(page.get_by_role("alert")).to_contain_text("does not exist")
+
+
 def test_a_stopped_mqd_is_said_to_be_not_answering(page, sqlite_daemon):
     cli(sqlite_daemon, "create", "orders")
     page.goto(sqlite_daemon.url + "/console/")

@@ -121,7 +121,18 @@ def test_importing_again_stores_nothing_twice_and_a_cut_file_resumes(mqd, tmp_pa
     assert everything(target) == everything(source)
 
 
-@pytest.mark.parametrize("text", ["", "not json\n", '{"queue": {"name": "q"}}\n'])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "not json\n",
+        '{"queue": {"name": "q"}}\n',
+        '{"mq_export": 1}\n',
+        '{"mq_export": 1, "source": "s"}\n[1]\n',
+        '{"mq_export": 1, "source": "s"}\n{"queue": {"name": "q"}}\n',
+        '{"mq_export": 1, "source": "s"}\n{"what": 1}\n',
+    ],
+)
 def test_a_file_that_is_no_export_is_refused_in_one_line(mqd, tmp_path, text):
     daemon = mqd()
     (tmp_path / "x.jsonl").write_text(text)
@@ -157,3 +168,29 @@ def test_a_million_messages_in_a_hundred_queues_move_to_postgresql(
     record_property("export_messages_per_second", round(MOVE_MESSAGES / export_seconds))
     record_property("import_messages_per_second", round(MOVE_MESSAGES / import_seconds))
     print(f"moved {MOVE_MESSAGES}: export {export_seconds:.1f} s, import {import_seconds:.1f} s")
+
+
+def test_any_content_moves_whatever_its_characters_in_requests_mqd_accepts(mqd, tmp_path):
+    """Text of three and four UTF-8 bytes a character (batches are measured in bytes, under
+    mqd's body limit), and a lone surrogate's escape, which JSON allows and mqd keeps."""
+    source, target = mqd(data_dir=tmp_path / "a"), mqd(data_dir=tmp_path / "b")
+    with Client(source.url) as client:
+        client.create_queue("texts")
+        for _ in range(8):
+            client.send_many("texts", ["日本語のテキスト🎉" * 150] * 50)
+        client.send("texts", json_text='"\\ud800 alone"')
+    assert cli(source, "export", "-o", str(tmp_path / "move.jsonl")).returncode == 0
+    imported = cli(target, "import", str(tmp_path / "move.jsonl"))
+    assert imported.stdout == "imported 401 messages into 1 queue\n", imported.stderr
+    assert everything(target) == everything(source)
+
+
+def test_a_queue_exported_alone_takes_its_dead_letter_queues_with_it(mqd, tmp_path):
+    source, target = mqd(data_dir=tmp_path / "a"), mqd(data_dir=tmp_path / "b")
+    build_every_state(source)
+    exported = cli(source, "export", "jobs", "-o", str(tmp_path / "jobs.jsonl"))
+    assert "of 2 queues" in exported.stderr
+    imported = cli(target, "import", str(tmp_path / "jobs.jsonl"))
+    assert imported.returncode == 0, imported.stderr
+    assert set(settings_of(target)) == {"jobs", "jobs.dlq"}
+    assert everything(target) == {name: kept for name, kept in everything(source).items() if name != "orders"}

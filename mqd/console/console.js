@@ -607,7 +607,12 @@
   function viewForLocation() {
     const match = location.hash.match(/^#\/queues\/(.+)$/);
     if (match) {
-      const name = decodeURIComponent(match[1]);
+      let name = match[1];
+      try {
+        name = decodeURIComponent(name);
+      } catch (error) {
+        // not an address the console made: shown as it is, a queue that does not exist
+      }
       document.title = `${name} · mq console`;
       return queueView(name);
     }

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..errors import NotSupported
 from ..model import (
+    Clock,
     DeadLetterRule,
     Delivery,
     ExportedMessage,
@@ -186,10 +187,10 @@ class Store(abc.ABC):
         missing: it is then no dead letter). How many were stored, by queue; QueueGone if a
         queue was deleted meanwhile."""
 
-    async def backup(self, now: float) -> Backup:
-        """A checked copy of the whole store as of ``now``, made while it serves, in a file the
-        caller removes once it has sent it. A store kept by a database server is backed up with
-        that server's own tools instead."""
+    async def backup(self, clock: Clock) -> Backup:
+        """A checked copy of the whole store, made while it serves, in a file the caller removes
+        once it has sent it; as of ``clock()`` read when the copy starts. A store kept by a
+        database server is backed up with that server's own tools instead."""
         raise NotSupported(
             f"This mqd keeps its queues in {self.kind}: back them up with {self.kind}'s own tools "
             "(pg_dump; see docs/backups.md)."

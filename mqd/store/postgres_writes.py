@@ -450,10 +450,14 @@ class Writes:
         per queue, locked (FOR UPDATE) so that two nodes importing one source never both store."""
         s, connection = self.s, tx.connection
         named = sorted({queue_ids[m.queue] for m in messages})
+        origins_named = sorted(
+            {queue_ids[m.dead_letter_source] for m in messages if m.dead_letter_source in queue_ids}
+        )
         present = {
             row["id"]
             for row in await connection.fetch(
-                f"SELECT id FROM {s}.queues WHERE id = ANY($1::bigint[]) ORDER BY id FOR KEY SHARE", named
+                f"SELECT id FROM {s}.queues WHERE id = ANY($1::bigint[]) ORDER BY id FOR KEY SHARE",
+                sorted({*named, *origins_named}),  # no queue named here is deleted meanwhile
             )
         }
         if missing := [queue_id for queue_id in named if queue_id not in present]:
@@ -504,7 +508,12 @@ class Writes:
         )
         for name, count in stored.items():
             tx.depth(queue_ids[name], count)
-            tx.notify("ready", queue_ids[name], count)
+            ready = sum(1 for m in kept if m.queue == name and m.visible_at == 0)
+            hidden = [m.visible_at for m in kept if m.queue == name and m.visible_at > 0]
+            if ready:
+                tx.notify("ready", queue_ids[name], ready)
+            if hidden:
+                tx.notify("due", queue_ids[name], min(hidden))
         return stored
 
     # -- settling leases -------------------------------------------------------------------------

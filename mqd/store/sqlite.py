@@ -25,6 +25,7 @@ from pathlib import Path
 from ..errors import DataCorrupt, DataDirectoryError
 from ..logs import moment
 from ..model import (
+    Clock,
     DeadLetterRule,
     Delivery,
     ExportedMessage,
@@ -143,9 +144,9 @@ class SQLiteStore(BatchedPrimitives, Store):
         finally:
             self._unlock_data_dir()
 
-    async def backup(self, now: float) -> Backup:
+    async def backup(self, clock: Clock) -> Backup:
         async with self._backing_up:
-            return await asyncio.to_thread(sqlite_backup.make_backup, self.path, now, self._min_free_bytes)
+            return await asyncio.to_thread(sqlite_backup.make_backup, self.path, clock, self._min_free_bytes)
 
     def restore_backup(self, backup: Path) -> str:
         """``mqd --restore``: put a backup in place of this store (which must not be serving)."""

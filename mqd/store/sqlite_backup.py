@@ -22,6 +22,7 @@ import os
 import shutil
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import DataCorrupt, DataDirectoryError, StorageFull
@@ -34,16 +35,20 @@ PARTIAL_PREFIX = "mq-backup-"  # copies being made in the data directory; remove
 PARTIAL_SUFFIX = ".partial"
 
 
-def make_backup(database: Path, now: float, min_free_bytes: int) -> Backup:
-    """Copy ``database`` as of now into a checked file beside it (blocking: run it in a thread)."""
+def make_backup(database: Path, clock: Callable[[], float], min_free_bytes: int) -> Backup:
+    """Copy ``database`` as of ``clock()`` into a checked file beside it (blocking: run it in a
+    thread). Room is needed for the copy and twice the reserve: sends must not run into the
+    reserve (507) because a backup took the room they had."""
     directory = database.parent
-    needed = database.stat().st_size + _size(database.with_name(database.name + "-wal")) + min_free_bytes
+    store_bytes = database.stat().st_size + _size(database.with_name(database.name + "-wal"))
+    needed = store_bytes + 2 * min_free_bytes
     if shutil.disk_usage(directory).free < needed:
         raise StorageFull(
             f"The disk of {directory} has too little room for a backup (it needs about "
-            f"{needed // (1024 * 1024)} MiB free, the size of the store and the reserve)."
+            f"{needed // (1024 * 1024)} MiB free: the size of the store, and twice the reserve)."
         )
     path = directory / f"{PARTIAL_PREFIX}{os.getpid()}-{time.monotonic_ns()}{PARTIAL_SUFFIX}"
+    now = clock()
     try:
         source = sqlite3.connect(f"file:{database}?mode=ro", uri=True, isolation_level=None)
         try:
@@ -110,24 +115,36 @@ def restore(backup: Path, database: Path) -> tuple[BackupMark, list[Path]]:
     """Put a checked backup in place of ``database`` (mqd stopped; the caller holds the data
     directory's lock). The files it replaces are renamed aside, never deleted: (mark, them)."""
     mark = check(backup)
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    aside = []
-    for suffix in ("", "-wal", "-shm"):
-        current = database.with_name(database.name + suffix)
-        if current.exists():
-            moved = current.with_name(f"{current.name}.replaced-{stamp}")
-            current.rename(moved)
-            aside.append(moved)
     incoming = database.with_name(database.name + ".restoring")
+    aside: list[tuple[Path, Path]] = []  # (where it was, where it went)
     try:
-        shutil.copyfile(backup, incoming)
+        shutil.copyfile(backup, incoming)  # first: a disk too full for the copy changes nothing
         _fsync_and_digest(incoming)
+        stamp = _unused_stamp(database)
+        for suffix in ("", "-wal", "-shm"):
+            current = database.with_name(database.name + suffix)
+            if current.exists():
+                moved = current.with_name(f"{current.name}.replaced-{stamp}")
+                current.rename(moved)
+                aside.append((current, moved))
         incoming.rename(database)
         fsync_directory(database.parent)
     except OSError as exc:
+        for current, moved in reversed(aside):
+            moved.rename(current)
         incoming.unlink(missing_ok=True)
         raise DataDirectoryError(f"Cannot restore into {database.parent}: {exc.strerror or exc}.") from exc
-    return mark, aside
+    return mark, [moved for _, moved in aside]
+
+
+def _unused_stamp(database: Path) -> str:
+    """A suffix no file replaced earlier has: two restores in one second keep both."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    candidate, number = stamp, 1
+    while any(database.parent.glob(f"{database.name}*.replaced-{candidate}")):
+        number += 1
+        candidate = f"{stamp}-{number}"
+    return candidate
 
 
 def remove_partial_copies(directory: Path) -> None:
