@@ -267,12 +267,24 @@ def test_a_pg_dump_of_the_schema_restored_into_a_fresh_database_serves_the_same_
         postgres.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
 
 
-def test_a_backup_cut_short_by_kill_9_leaves_no_file_and_no_copy(mqd, tmp_path):
-    daemon = mqd()
+def fill_with_100_000(daemon: MqdProcess) -> None:
+    """About 30 MB: a copy that takes mqd long enough to be caught making it."""
     with Client(daemon.url, timeout=120) as client:
         client.create_queue("orders")
         for start in range(0, 100_000, 1000):
             client.send_many("orders", [{"n": start + n, "pad": "x" * 200} for n in range(1000)])
+
+
+def until_copy_is_made(daemon: MqdProcess, process=None) -> None:
+    deadline = time.monotonic() + 30
+    while not list(daemon.data_dir.glob("mq-backup-*")):
+        assert time.monotonic() < deadline and (process is None or process.poll() is None)
+        time.sleep(0.005)
+
+
+def test_a_backup_cut_short_by_kill_9_leaves_no_file_and_no_copy(mqd, tmp_path):
+    daemon = mqd()
+    fill_with_100_000(daemon)
     target = tmp_path / "backups"
     target.mkdir()
     backup = subprocess.Popen(
@@ -281,10 +293,7 @@ def test_a_backup_cut_short_by_kill_9_leaves_no_file_and_no_copy(mqd, tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 30
-    while not list(daemon.data_dir.glob("mq-backup-*")):  # mqd is making its copy
-        assert time.monotonic() < deadline and backup.poll() is None
-        time.sleep(0.005)
+    until_copy_is_made(daemon, backup)
     daemon.kill()
     assert backup.wait(30) in (3, 4), backup.stderr.read()
     assert list(target.iterdir()) == []  # neither the file nor a partial one
@@ -296,18 +305,13 @@ def test_a_client_that_leaves_while_the_copy_is_made_leaves_no_copy_behind(mqd, 
     import http.client
 
     daemon = mqd()
-    with Client(daemon.url, timeout=120) as client:
-        client.create_queue("orders")
-        for start in range(0, 100_000, 1000):
-            client.send_many("orders", [{"n": start + n, "pad": "x" * 200} for n in range(1000)])
+    fill_with_100_000(daemon)
     host, port = daemon.url.removeprefix("http://").rsplit(":", 1)
     leaving = http.client.HTTPConnection(host, int(port), timeout=30)
     leaving.request("GET", "/backup")
-    deadline = time.monotonic() + 30
-    while not list(daemon.data_dir.glob("mq-backup-*")):  # mqd is making the copy
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
+    until_copy_is_made(daemon)
     leaving.close()  # gone before the reply began
+    deadline = time.monotonic() + 30
     while list(daemon.data_dir.glob("mq-backup-*")):  # made, then removed: nobody wants it
         assert time.monotonic() < deadline, list(daemon.data_dir.glob("mq-backup-*"))
         time.sleep(0.05)
