@@ -255,6 +255,8 @@ class Broker(StoreListener):
         until their end; dead letters with the queue they came from, if it is here), each under
         a new id, all or nothing. Those ``source`` has stored in their queue already are
         skipped: how many were stored. Every queue must exist (mqctl import declares them)."""
+        if self._closing:
+            raise ShuttingDown("mqd is shutting down; import again once it is back.")
         now = self.clock()
         queue_ids = {}
         for name in {m.queue for m in messages}:
@@ -263,7 +265,12 @@ class Broker(StoreListener):
             found = await self.store.find_queue(origin)
             if found is not None:
                 queue_ids[origin] = found.id
-        stored = await self.store.import_messages(source, messages, queue_ids)
+        try:
+            stored = await self.store.import_messages(source, messages, queue_ids)
+        except QueueGone as gone:  # deleted meanwhile, perhaps on another node: nothing was stored
+            name = next(name for name, queue_id in queue_ids.items() if queue_id == gone.queue_id)
+            self._queues.pop(name, None)
+            raise QueueNotFound(name) from None
         for name, count in stored.items():
             self.counters_for(name).sent += count
             self._lines.notify(queue_ids[name], count)

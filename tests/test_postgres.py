@@ -8,8 +8,8 @@ import asyncpg
 import pytest
 
 from mqd.broker import Broker
-from mqd.errors import DataCorrupt, StorageUnavailable
-from mqd.model import NewMessage, QueueSettings
+from mqd.errors import DataCorrupt, QueueNotFound, StorageUnavailable
+from mqd.model import ExportedMessage, NewMessage, QueueSettings
 from mqd.store.postgres import PostgresStore
 from mqd.store.postgres_migrations import SCHEMA_VERSION
 
@@ -232,3 +232,13 @@ def test_the_store_url_shown_carries_no_password_wherever_it_was_written():
     shown = public_url(url, schema)
     assert "pw1" not in shown and "pw2" not in shown
     assert shown == "postgresql://me@db.example:5433/mq?sslmode=require&schema=s1"
+
+
+async def test_an_import_into_a_queue_deleted_unbeknown_is_queue_not_found(two_nodes):
+    importing, _ = two_nodes
+    exported = [ExportedMessage("q", 1, '"x"', 0, 1.0, 0.0)]
+    assert await importing.import_messages("first", exported) == 1
+    store = importing.store
+    await store._pool.execute(f"DELETE FROM {store.schema}.queues WHERE name = 'q'")  # no news of it
+    with pytest.raises(QueueNotFound):  # not an internal error
+        await importing.import_messages("second", exported)
