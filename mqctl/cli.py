@@ -13,8 +13,11 @@ Exit statuses, like grep's and the LSB's (documented in docs/mqctl.md):
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+from collections.abc import Iterator
 from typing import Any, NoReturn
 
 import click
@@ -648,6 +651,20 @@ def redrive(ctx, queue, url) -> None:
     click.echo(f"moved {output.counted(moved['moved'], 'message')} back")
 
 
+@contextlib.contextmanager
+def _stopped_cleanly_by_sigterm() -> Iterator[None]:
+    """SIGTERM as Ctrl-C while a file is being written: its partial copy is removed (exit 130)."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False, writable=True))
 @url_option
@@ -655,7 +672,8 @@ def redrive(ctx, queue, url) -> None:
 def backup(ctx, file, url) -> None:
     """Write a consistent copy of mqd's whole store to FILE while it serves (SQLite; see
     docs/backups.md). FILE appears only once the copy is complete and checked."""
-    info = _client(ctx).backup(file)
+    with _stopped_cleanly_by_sigterm():
+        info = _client(ctx).backup(file)
     click.echo(
         f"backup of {output.counted(info.messages, 'message')} (ids up to {info.highest_id}) "
         f"as of {output.moment(info.taken_at)} written to {file} ({output.size(info.size)})"
@@ -678,7 +696,7 @@ def export_command(ctx, queues, output_path, url) -> None:
     another mqd (see docs/backups.md)."""
     from . import moving
 
-    with moving.written(output_path) as out:
+    with _stopped_cleanly_by_sigterm(), moving.written(output_path) as out:
         exported, messages = moving.export(_client(ctx), out, queues)
     click.echo(
         f"exported {output.counted(messages, 'message')} of {output.counted(exported, 'queue')}", err=True

@@ -275,6 +275,15 @@ def fill_with_100_000(daemon: MqdProcess) -> None:
             client.send_many("orders", [{"n": start + n, "pad": "x" * 200} for n in range(1000)])
 
 
+def backing_up_in_the_background(daemon: MqdProcess, file: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(Path(sys.executable).with_name("mqctl")), "backup", str(file)],
+        env={**os.environ, "MQ_URL": daemon.url},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def until_copy_is_made(daemon: MqdProcess, process=None) -> None:
     deadline = time.monotonic() + 30
     while not list(daemon.data_dir.glob("mq-backup-*")):
@@ -287,12 +296,7 @@ def test_a_backup_cut_short_by_kill_9_leaves_no_file_and_no_copy(mqd, tmp_path):
     fill_with_100_000(daemon)
     target = tmp_path / "backups"
     target.mkdir()
-    backup = subprocess.Popen(
-        [str(Path(sys.executable).with_name("mqctl")), "backup", str(target / "copy.sqlite3")],
-        env={**os.environ, "MQ_URL": daemon.url},
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    backup = backing_up_in_the_background(daemon, target / "copy.sqlite3")
     until_copy_is_made(daemon, backup)
     daemon.kill()
     assert backup.wait(30) in (3, 4), backup.stderr.read()
@@ -317,3 +321,15 @@ def test_a_client_that_leaves_while_the_copy_is_made_leaves_no_copy_behind(mqd, 
         time.sleep(0.05)
     made = cli(daemon, "backup", str(tmp_path / "copy.sqlite3"))
     assert made.returncode == 0 and "100000 messages" in made.stdout
+
+
+def test_mqctl_stopped_by_sigterm_mid_backup_leaves_no_file(mqd, tmp_path):
+    daemon = mqd()
+    fill_with_100_000(daemon)
+    target = tmp_path / "backups"
+    target.mkdir()
+    backup = backing_up_in_the_background(daemon, target / "copy.sqlite3")
+    until_copy_is_made(daemon, backup)
+    backup.terminate()
+    assert backup.wait(30) == 130, backup.stderr.read()
+    assert list(target.iterdir()) == []  # its partial file was removed
