@@ -8,6 +8,7 @@ writing the content out again (``encode``) gives back what was sent.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -34,26 +35,26 @@ def decode(text: str | bytes) -> Any:
     return json.loads(text, parse_float=JsonNumber, parse_int=_integer)
 
 
-_ENCODERS = {
-    ascii_only: json.JSONEncoder(ensure_ascii=ascii_only, separators=(",", ":"), allow_nan=False).encode
-    for ascii_only in (False, True)
-}
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def encode(value: Any, *, ascii_only: bool = False) -> str:
+def encode(value: Any, *, writable: bool = False) -> str:
     """Compact JSON on one line, every JsonNumber written as its own text: what mqd kept. With
-    ``ascii_only``, other characters are escaped (\\u00e9): any string mqd accepted, a lone
-    surrogate's escape included, can then be written as UTF-8."""
+    ``writable``, a lone surrogate (which a string mqd accepted may hold, written as an escape)
+    is escaped again, so that the text can be written as UTF-8."""
+    text = _encode_value(value)
+    return _LONE_SURROGATE.sub(lambda found: f"\\u{ord(found.group()):04x}", text) if writable else text
+
+
+def _encode_value(value: Any) -> str:
     if isinstance(value, JsonNumber):
         return value.text
     if isinstance(value, dict):
-        members = (
-            f"{_ENCODERS[ascii_only](str(k))}:{encode(v, ascii_only=ascii_only)}" for k, v in value.items()
-        )
-        return "{" + ",".join(members) + "}"
+        return "{" + ",".join(f"{_encode(str(k))}:{_encode_value(v)}" for k, v in value.items()) + "}"
     if isinstance(value, list):
-        return "[" + ",".join(encode(item, ascii_only=ascii_only) for item in value) + "]"
-    return _ENCODERS[ascii_only](value)
+        return "[" + ",".join(_encode_value(item) for item in value) + "]"
+    return _encode(value)
 
 
 class Message:

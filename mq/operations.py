@@ -128,7 +128,7 @@ class Operations:
     def import_messages(self, source: str, messages: list[dict]):
         """Store exported messages again, each under a new id; those ``source`` has stored in
         their queue already are skipped: {"imported": n, "skipped": m}."""
-        items = ",".join(encode(message, ascii_only=True) for message in messages)
+        items = ",".join(encode(message, writable=True) for message in messages)
         body = '{"source":' + json.dumps(source) + ',"messages":[' + items + "]}"
         return self._call(Call("POST", "/import", _json, body.encode()))
 

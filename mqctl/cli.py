@@ -656,6 +656,7 @@ def _stopped_cleanly_by_sigterm() -> Iterator[None]:
     """SIGTERM as Ctrl-C while a file is being written: its partial copy is removed (exit 130)."""
 
     def interrupt(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the clean-up short
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, interrupt)

@@ -83,8 +83,8 @@ def written(path: str | None) -> Iterator[IO[str]]:
 
 
 def _line(record: dict[str, Any]) -> str:
-    """One record, ASCII only (any content mqd accepted can be written), numbers as sent."""
-    return encode(record, ascii_only=True) + "\n"
+    """One record as UTF-8 can hold it (any content mqd accepted), numbers as sent."""
+    return encode(record, writable=True) + "\n"
 
 
 def _every_message(client: Client) -> Iterator[dict[str, Any]]:

@@ -55,11 +55,6 @@ class QueueCounters:
     dead_lettered: int = 0
 
 
-def _remove_unwanted_backup(making: asyncio.Future) -> None:
-    if not making.cancelled() and making.exception() is None:
-        making.result().path.unlink(missing_ok=True)
-
-
 class Broker(StoreListener):
     def __init__(self, store: Store, *, max_waiters: int = 4096, clock: Clock = time.time) -> None:
         self.store = store
@@ -176,15 +171,10 @@ class Broker(StoreListener):
         return await self.store.totals()
 
     async def backup(self) -> Backup:
-        """A copy of the store as of now, while it serves (the store says if it cannot). A
-        caller that leaves before it is made does not stop it (the store's copy runs in a
-        thread, one at a time); the copy is removed once made."""
-        making = asyncio.ensure_future(self.store.backup(self.clock))
-        try:
-            backup = await asyncio.shield(making)
-        except asyncio.CancelledError:
-            making.add_done_callback(_remove_unwanted_backup)
-            raise
+        """A copy of the store as of now, while it serves (the store says if it cannot)."""
+        if self._closing:
+            raise ShuttingDown("mqd is shutting down; back it up once it is back.")
+        backup = await self.store.backup(self.clock)
         log.info("backup taken: %s up to id %d", counted(backup.messages, "message"), backup.highest_id)
         return backup
 

@@ -178,10 +178,11 @@ def test_any_content_moves_whatever_its_characters_in_requests_mqd_accepts(mqd, 
         client.create_queue("texts")
         for _ in range(8):
             client.send_many("texts", ["日本語のテキスト🎉" * 150] * 50)
+        client.send("texts", "汉" * 200_000)  # 600 KB of UTF-8: 1.2 MB if it travelled escaped
         client.send("texts", json_text='"\\ud800 alone"')
     assert cli(source, "export", "-o", str(tmp_path / "move.jsonl")).returncode == 0
     imported = cli(target, "import", str(tmp_path / "move.jsonl"))
-    assert imported.stdout == "imported 401 messages into 1 queue\n", imported.stderr
+    assert imported.stdout == "imported 402 messages into 1 queue\n", imported.stderr
     assert everything(target) == everything(source)
 
 

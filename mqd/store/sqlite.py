@@ -145,8 +145,19 @@ class SQLiteStore(BatchedPrimitives, Store):
             self._unlock_data_dir()
 
     async def backup(self, clock: Clock) -> Backup:
-        async with self._backing_up:
-            return await asyncio.to_thread(sqlite_backup.make_backup, self.path, clock, self._min_free_bytes)
+        """One copy at a time, each in a thread. A caller that leaves while waiting its turn
+        makes none; one that leaves while its copy is made does not stop the thread: the copy
+        is removed once made, and only then may the next begin."""
+        await self._backing_up.acquire()
+        making = asyncio.ensure_future(
+            asyncio.to_thread(sqlite_backup.make_backup, self.path, clock, self._min_free_bytes)
+        )
+        making.add_done_callback(lambda _: self._backing_up.release())
+        try:
+            return await asyncio.shield(making)
+        except asyncio.CancelledError:
+            making.add_done_callback(_remove_unwanted_copy)
+            raise
 
     def restore_backup(self, backup: Path) -> str:
         """``mqd --restore``: put a backup in place of this store (which must not be serving)."""
@@ -308,6 +319,12 @@ class SQLiteStore(BatchedPrimitives, Store):
 
     async def next_visible_at(self, queue_id: int) -> float | None:
         return await self._reader.run(functools.partial(sqlite_reads.next_visible_at, queue_id=queue_id))
+
+
+def _remove_unwanted_copy(making: asyncio.Future) -> None:
+    if not making.cancelled() and making.exception() is None:
+        path = making.result().path
+        asyncio.get_running_loop().run_in_executor(None, functools.partial(path.unlink, missing_ok=True))
 
 
 def _is_access_error(exc: sqlite3.OperationalError) -> bool:

@@ -129,11 +129,18 @@ def restore(backup: Path, database: Path) -> tuple[BackupMark, list[Path]]:
                 aside.append((current, moved))
         incoming.rename(database)
         fsync_directory(database.parent)
-    except OSError as exc:
-        for current, moved in reversed(aside):
-            moved.rename(current)
-        incoming.unlink(missing_ok=True)
-        raise DataDirectoryError(f"Cannot restore into {database.parent}: {exc.strerror or exc}.") from exc
+    except BaseException as exc:  # an error, or Ctrl-C: put back what was moved
+        if not database.exists():
+            for current, moved in reversed(aside):
+                with contextlib.suppress(OSError):
+                    moved.rename(current)
+        with contextlib.suppress(OSError):
+            incoming.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise DataDirectoryError(
+                f"Cannot restore into {database.parent}: {exc.strerror or exc}."
+            ) from exc
+        raise
     return mark, [moved for _, moved in aside]
 
 
