@@ -21,9 +21,8 @@ from mqd.protocol import DEFAULT_URL, STREAM_PATH
 
 from .backups import BackupFile, BackupInfo
 from .consumer import Consumer
-from .errors import BadUrl, ConnectionFailed, MqError, Timeout, error_of
-from .messages import decode
-from .operations import Call, Operations
+from .errors import BadUrl, ConnectionFailed, MqError, Timeout
+from .operations import Call, Operations, refusal
 from .publisher import Publisher
 
 REPLY_MARGIN = 30.0
@@ -79,7 +78,7 @@ class AsyncClient(Operations):
         except aiohttp.ClientConnectionError as exc:
             raise ConnectionFailed(self.url, str(exc) or type(exc).__name__) from None
         if status >= 400:
-            raise _refusal(status, body)
+            raise refusal(status, body)
         return call.read(status, body)
 
     async def backup(self, path: str | os.PathLike, *, timeout: float = BACKUP_TIMEOUT) -> BackupInfo:
@@ -91,7 +90,7 @@ class AsyncClient(Operations):
             with BackupFile(path) as backup:  # first: a file that cannot be written costs mqd nothing
                 async with self.session().get(self._base + "/backup", timeout=timeout) as response:
                     if response.status != 200:
-                        raise _refusal(response.status, await response.read())
+                        raise refusal(response.status, await response.read())
                     async for chunk in response.content.iter_chunked(BACKUP_CHUNK_BYTES):
                         await asyncio.to_thread(backup.write, chunk)
                     headers = {name.lower(): value for name, value in response.headers.items()}
@@ -116,14 +115,6 @@ class AsyncClient(Operations):
         """Messages of ``queue`` as they arrive, ``prefetch`` at most owed at a time; leased for
         ``lease`` seconds (ack each), or removed as delivered with ``lease=None``."""
         return Consumer(self, queue, prefetch=prefetch, lease=lease)
-
-
-def _refusal(status: int, body: bytes) -> MqError:
-    try:
-        parsed = decode(body)
-    except ValueError:
-        parsed = None
-    return error_of(status, parsed, f"mqd answered {status} {body[:200]!r}")
 
 
 def _base_of(url: str) -> tuple[str, str | None]:

@@ -13,6 +13,7 @@ import urllib.parse
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
+from .errors import ApiError, error_of
 from .messages import Message, decode, encode
 
 
@@ -31,6 +32,15 @@ def quote(text: str) -> str:
 
 def queue_path(name: str, rest: str = "") -> str:
     return "/queues/" + quote(name) + rest
+
+
+def refusal(status: int, raw: bytes) -> ApiError:
+    """The exception for mqd's error reply (its JSON, or whatever else came back)."""
+    try:
+        body = decode(raw) if raw else None
+    except ValueError:
+        body = None
+    return error_of(status, body, f"mqd answered {status} {raw[:200]!r}")
 
 
 def _json(status: int, body: bytes) -> Any:

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from mqd.protocol import DEFAULT_URL
 
-from .errors import BadUrl, ConnectionFailed, MqError, Timeout, error_of
+from .errors import BadUrl, ConnectionFailed, MqError, Timeout
 from .messages import decode
-from .operations import Call, Operations
+from .operations import Call, Operations, refusal
 
 if TYPE_CHECKING:
     from .backups import BackupInfo
@@ -128,7 +128,7 @@ class Client(Operations):
                 if reply.status != 200:
                     with self._exchange(timeout):
                         data = reply.read()
-                    raise _refusal(Response(reply.status, {}, data))
+                    raise refusal(reply.status, data)
                 while True:
                     with self._exchange(timeout):
                         chunk = reply.read(BACKUP_CHUNK_BYTES)
@@ -200,16 +200,8 @@ class Client(Operations):
     def _call(self, call: Call) -> Any:
         response = self._request(call.method, call.path, call.body, wait=call.wait)
         if response.status >= 400:
-            raise _refusal(response)
+            raise refusal(response.status, response.body)
         return call.read(response.status, response.body)
-
-
-def _refusal(response: Response) -> MqError:
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    return error_of(response.status, body, f"mqd answered {response.status} {response.body[:200]!r}")
 
 
 def _connector(url: str):

@@ -264,7 +264,6 @@ class Broker(StoreListener):
         for name, count in stored.items():
             self.counters_for(name).sent += count
             self._lines.notify(queue_ids[name], count)
-        for name in stored:
             hidden = [m.visible_at for m in messages if m.queue == name and m.visible_at > now]
             if hidden:
                 self._lines.note_hidden(queue_ids[name], min(hidden))
