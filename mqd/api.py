@@ -34,6 +34,7 @@ from .errors import (
     MqError,
     NotSupported,
     QueueConflict,
+    QueueFull,
     QueueNotFound,
     ReceiptNotFound,
     ShuttingDown,
@@ -56,6 +57,7 @@ STATUS_OF_ERROR: dict[type[MqError], int] = {
     ReceiptNotFound: 404,
     QueueConflict: 409,
     NotSupported: 409,
+    QueueFull: 429,
     TooManyWaiters: 503,
     TooManyStreams: 503,
     ShuttingDown: 503,
@@ -72,6 +74,7 @@ EXTRA_HEADERS: dict[type[MqError], dict[str, str]] = {
     ShuttingDown: {hdrs.RETRY_AFTER: "5"},
     StorageUnavailable: {hdrs.RETRY_AFTER: "1"},
     StorageFull: {hdrs.RETRY_AFTER: "5"},
+    QueueFull: {hdrs.RETRY_AFTER: "1"},
     Unauthorized: {hdrs.WWW_AUTHENTICATE: 'Bearer realm="mq"'},
 }
 # aiohttp's own refusals, by status.
@@ -175,6 +178,16 @@ async def create_queue(request: web.Request) -> web.Response:
     name = parsing.queue_name(body["name"])
     _, created = await _broker(request).create_queue(name, parsing.settings(body))
     return _queue_reply(request, await _broker(request).queue_stats(name), 201 if created else 200)
+
+
+async def update_queue(request: web.Request) -> web.Response:
+    parsing.check_query(request)
+    name = _name(request)
+    body = await parsing.read_object(request, set(contract.SETTINGS_FIELDS))
+    if not body:
+        raise InvalidArgument(f"Name the settings to change: {', '.join(contract.SETTINGS_FIELDS)}.")
+    await _broker(request).update_queue(name, parsing.changes(body))
+    return _queue_reply(request, await _broker(request).queue_stats(name))
 
 
 async def list_queues(request: web.Request) -> web.Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -84,9 +85,12 @@ async def _store_and_broker(app: web.Application) -> AsyncIterator[None]:
     await store.open()
     app[STORE] = store
     app[BROKER] = Broker(store, max_waiters=config.max_waiters, clock=app[CLOCK])
+    expiring = asyncio.create_task(app[BROKER].keep_expiring())
     try:
         yield
     finally:
+        expiring.cancel()
+        await asyncio.gather(expiring, return_exceptions=True)
         app[BROKER].close()
         await app[BROKER].finish_returns()
         await store.close()

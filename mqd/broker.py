@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from .errors import MqError, QueueConflict, QueueGone, QueueNotFound, ReceiptNotFound, ShuttingDown
+from .errors import MqError, QueueConflict, QueueFull, QueueGone, QueueNotFound, ReceiptNotFound, ShuttingDown
 from .logs import counted
 from .model import (
     Clock,
@@ -30,7 +30,9 @@ from .model import (
     Queue,
     QueueSettings,
     QueueStats,
+    Removed,
     SendResult,
+    Settled,
     TakeResult,
     Totals,
     parse_receipt,
@@ -39,6 +41,9 @@ from .store.base import Backup, Store, StoreListener
 from .waiting import Lines
 
 log = logging.getLogger("mqd.broker")
+
+EXPIRY_SWEEP_SECONDS = 1.0  # how often messages past their ttl are looked for (takes skip them anyway)
+EXPIRED_PER_SWEEP = 1000  # per queue and transaction
 
 T = TypeVar("T")
 
@@ -52,7 +57,10 @@ class QueueCounters:
     returned: int = 0  # taken for a receiver that left before it was told, and put back
     acked: int = 0
     released: int = 0
-    dead_lettered: int = 0
+    dead_lettered: int = 0  # moved to the dead-letter queue: attempts used up, expired or dropped
+    expired: int = 0  # waited past their ttl: dead-lettered, or dropped when there is no DLQ
+    dropped: int = 0  # made room in a full queue (overflow drop_oldest)
+    refused: int = 0  # sends refused by a full queue (overflow reject)
 
 
 class Broker(StoreListener):
@@ -144,6 +152,26 @@ class Broker(StoreListener):
             log.info("queue '%s' created", name)
         return queue, created
 
+    async def update_queue(self, name: str, changes: dict[str, object]) -> Queue:
+        """Change some of a queue's settings (those not named stay as they are)."""
+
+        async def update(queue: Queue) -> Queue:
+            settings = dataclasses.replace(queue.settings, **changes)
+            if settings.dead_letter_queue == name:
+                raise QueueConflict("A queue cannot be its own dead-letter queue.")
+            return await self.store.update_queue(queue.id, settings)
+
+        try:
+            queue = await self._on_queue(name, update)
+        except QueueNotFound as exc:
+            if exc.name == name:
+                raise
+            raise QueueConflict(f"Dead-letter queue '{exc.name}' does not exist; create it first.") from None
+        self._queues[name] = queue
+        log.info("queue '%s' settings changed: %s", name, queue.settings.describe())
+        self._lines.notify(queue.id, 1)  # a cap raised may let a waiting receiver take
+        return queue
+
     async def delete_queue(self, name: str) -> None:
         queue = await self.queue(name)
         try:
@@ -197,10 +225,24 @@ class Broker(StoreListener):
         now = self.clock()
 
         async def send(queue: Queue) -> tuple[Queue, SendResult]:
-            return queue, await self.store.send(queue.id, messages, now, queue.settings.dedup_window)
+            settings = queue.settings
+            stored = messages
+            if settings.message_ttl is not None and any(m.ttl is None for m in messages):
+                stored = [m if m.ttl is not None else m._replace(ttl=settings.message_ttl) for m in messages]
+            result = await self.store.send(
+                queue.id, stored, now, settings.dedup_window, settings.limit, queue.dead_letter_queue_id
+            )
+            return queue, result
 
-        queue, result = await self._on_queue(name, send)
-        self.counters_for(name).sent += result.duplicates.count(False)
+        try:
+            queue, result = await self._on_queue(name, send)
+        except QueueFull:
+            self.counters_for(name).refused += 1
+            raise
+        counters = self.counters_for(name)
+        counters.sent += result.duplicates.count(False)
+        if result.dropped:
+            self._removed(name, queue, result.dropped, dropped=True)
         if result.ready:
             self._lines.notify(queue.id, result.ready)
         delays = [
@@ -277,10 +319,17 @@ class Broker(StoreListener):
 
     async def ack(self, name: str, receipt: str) -> None:
         message_id, token = self._receipt(receipt)
-        found = await self._on_queue(name, lambda q: self.store.ack(q.id, message_id, token, self.clock()))
-        if not found:
+
+        async def ack(queue: Queue) -> tuple[Queue, Settled]:
+            capped = queue.settings.max_in_flight is not None
+            return queue, await self.store.ack(queue.id, message_id, token, self.clock(), announce=capped)
+
+        queue, settled = await self._on_queue(name, ack)
+        if not settled.found:
             raise ReceiptNotFound(receipt)
         self.counters_for(name).acked += 1
+        if settled.ready or queue.settings.max_in_flight is not None:
+            self._lines.notify(queue.id, max(1, settled.ready))  # a group's turn, or a place free
 
     async def release(self, name: str, receipt: str, delay: float) -> float:
         message_id, token = self._receipt(receipt)
@@ -331,7 +380,7 @@ class Broker(StoreListener):
         leasing = None if lease is None else Lease.new(now + lease, count)
         # Once asked, the store takes the messages whatever happens to us: if we are cancelled
         # meanwhile (the receiver's connection closed), they are put back as soon as it has.
-        taking = asyncio.ensure_future(self.store.take(queue.id, count, now, leasing, rule))
+        taking = asyncio.ensure_future(self.store.take(queue.id, count, now, leasing, rule, settings.caps))
         try:
             result = await asyncio.shield(taking)
         except asyncio.CancelledError:
@@ -353,10 +402,57 @@ class Broker(StoreListener):
             counters.received += len(result.deliveries)
             if result.deliveries[0].lease_expires_at is not None:
                 self._lines.note_hidden(queue.id, result.deliveries[0].lease_expires_at)
+        counters.expired += result.expired
         if result.dead_lettered:
             counters.dead_lettered += result.dead_lettered
             self._lines.notify(queue.dead_letter_queue_id, result.dead_lettered)
+        if result.capped_until is not None:  # max_rate: the line looks again when it allows
+            self._lines.note_hidden(queue.id, result.capped_until)
         return result.deliveries
+
+    def _removed(self, name: str, queue: Queue, removed: Removed, *, dropped: bool) -> None:
+        """Count messages removed by policy, and wake whoever they concern."""
+        counters = self.counters_for(name)
+        if dropped:
+            counters.dropped += removed.count
+        else:
+            counters.expired += removed.count
+        if removed.dead_lettered:
+            counters.dead_lettered += removed.dead_lettered
+            self._lines.notify(queue.dead_letter_queue_id, removed.dead_lettered)
+        if removed.promoted:
+            self._lines.notify(queue.id, removed.promoted)
+
+    async def keep_expiring(self) -> None:
+        """Remove messages that waited past their ttl, every second, so that counts, limits and
+        dead-letter queues see them go in time (a take never delivers one, whatever this does)."""
+        while not self._closing:
+            await asyncio.sleep(EXPIRY_SWEEP_SECONDS)
+            try:
+                await self.expire_now()
+            except MqError as exc:
+                log.warning("could not remove expired messages: %s", exc)
+
+    async def expire_now(self) -> int:
+        """One sweep: how many messages expired."""
+        now = self.clock()
+        expired = 0
+        for name in await self.store.expiring(now):
+            try:
+                queue = await self.queue(name)
+                while True:
+                    removed = await self.store.expire(
+                        queue.id, now, queue.dead_letter_queue_id, EXPIRED_PER_SWEEP
+                    )
+                    self._removed(name, queue, removed, dropped=False)
+                    expired += removed.count
+                    if removed.count < EXPIRED_PER_SWEEP or self._closing:
+                        break
+            except (QueueNotFound, QueueGone):
+                self._queues.pop(name, None)  # deleted meanwhile: its messages went with it
+        if expired:
+            log.info("%s expired", counted(expired, "message"))
+        return expired
 
     def give_back(self, name: str, deliveries: Sequence[Delivery]) -> None:
         """Put back messages whose receiver left before it was told of them (its connection

@@ -16,6 +16,7 @@ from typing import Any
 
 from . import protocol
 from .errors import InvalidArgument
+from .model import OVERFLOWS
 
 SHOWN_CHARACTERS = 40  # of a client's value quoted back in an error
 _INTEGER_TEXT = re.compile(r"-?[0-9]{1,30}")
@@ -156,6 +157,25 @@ class Key:
         }
 
 
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """One of a few words."""
+
+    name: str
+    choices: tuple[str, ...]
+    description: str = ""
+
+    def parse(self, value: Any) -> str:
+        if value not in self.choices or not isinstance(value, str):
+            raise InvalidArgument(
+                f"'{self.name}' must be one of {', '.join(self.choices)}, not {describe(value)}."
+            )
+        return value
+
+    def schema(self) -> dict[str, Any]:
+        return {"type": "string", "enum": list(self.choices), "description": self.description}
+
+
 QUEUE_NAME = Name()
 DEAD_LETTER_QUEUE = Name("dead_letter_queue", "Where messages go after max_attempts deliveries.")
 MAX_ATTEMPTS = Number(
@@ -174,6 +194,63 @@ DEDUP_WINDOW = Number(
 )
 DELAY = Number("delay", 0, protocol.MAX_DELAY_SECONDS, description="Seconds before it can be received.")
 KEY = Key()
+PRIORITY = Number(
+    "priority",
+    0,
+    protocol.MAX_PRIORITY,
+    integer=True,
+    description="0 (the default) to 9: higher is delivered first; first in, first out within one.",
+)
+GROUP = Key(
+    "group",
+    "Messages of one group are delivered in order, and only one of them is leased at a time.",
+)
+TTL = Number(
+    "ttl",
+    0.001,
+    protocol.MAX_TTL_SECONDS,
+    description="Seconds it may wait once it can be received (after its delay); then it expires: "
+    "to the dead-letter queue if the queue has one, else dropped. Default: the queue's message_ttl.",
+)
+MESSAGE_TTL = Number(
+    "message_ttl",
+    0.001,
+    protocol.MAX_TTL_SECONDS,
+    description="The ttl of a message sent without one (null: messages never expire).",
+)
+MAX_MESSAGES = Number(
+    "max_messages",
+    1,
+    protocol.MAX_QUEUE_MESSAGES,
+    integer=True,
+    description="The most messages the queue holds, in every state (null: no limit).",
+)
+MAX_BYTES = Number(
+    "max_bytes",
+    1,
+    protocol.MAX_QUEUE_MESSAGES,
+    integer=True,
+    description="The most bytes of content (UTF-8 JSON text) the queue holds (null: no limit).",
+)
+OVERFLOW = Choice(
+    "overflow",
+    OVERFLOWS,
+    "What a send beyond max_messages or max_bytes does: reject (429 queue_full, nothing stored) or "
+    "drop_oldest (the queue's head makes room: to the dead-letter queue if there is one).",
+)
+MAX_IN_FLIGHT = Number(
+    "max_in_flight",
+    1,
+    protocol.MAX_QUEUE_MESSAGES,
+    integer=True,
+    description="The most messages leased at once, across every consumer and node (null: no cap).",
+)
+MAX_RATE = Number(
+    "max_rate",
+    0.01,
+    protocol.MAX_RATE,
+    description="The most deliveries per second, across every consumer and node (null: no cap).",
+)
 LEASE = Number(
     "lease",
     protocol.MIN_LEASE_SECONDS,
@@ -216,16 +293,41 @@ EXPORTED_FIELDS = {
         "visible_at", 0, 1e11, description="0: ready; later: hidden until then (a lease's end, or a delay's)."
     ),
     "dead_letter_source": Name("dead_letter_source", "A dead letter: the queue it came from (or null)."),
+    "priority": PRIORITY,
+    "group": GROUP,
+    "expires_at": Number("expires_at", 0, 1e11, description="When it expires unless received (or null)."),
 }
 RECEIPT_PATTERN = re.compile(r"[1-9][0-9]{0,17}\.[0-9a-f]{1,64}")
 
-QUEUE_FIELDS = {
-    "name": QUEUE_NAME,
+SETTINGS_FIELDS = {
     "max_attempts": MAX_ATTEMPTS,
     "dead_letter_queue": DEAD_LETTER_QUEUE,
     "dedup_window": DEDUP_WINDOW,
+    "message_ttl": MESSAGE_TTL,
+    "max_messages": MAX_MESSAGES,
+    "max_bytes": MAX_BYTES,
+    "overflow": OVERFLOW,
+    "max_in_flight": MAX_IN_FLIGHT,
+    "max_rate": MAX_RATE,
 }
-MESSAGE_FIELDS = {"delay": DELAY, "key": KEY}  # and "content": any JSON value
+QUEUE_FIELDS = {"name": QUEUE_NAME, **SETTINGS_FIELDS}
+# The settings a change may clear with null (the others go back to their defaults).
+CLEARABLE = {
+    "max_attempts",
+    "dead_letter_queue",
+    "message_ttl",
+    "max_messages",
+    "max_bytes",
+    "max_in_flight",
+    "max_rate",
+}
+MESSAGE_FIELDS = {
+    "delay": DELAY,
+    "key": KEY,
+    "priority": PRIORITY,
+    "group": GROUP,
+    "ttl": TTL,
+}  # and "content"
 RELEASE_FIELDS = {"delay": DELAY}
 EXTEND_FIELDS = {"lease": LEASE}
 
@@ -253,7 +355,10 @@ _COUNTERS = {
         ("returned", "Messages taken for a receiver that left before its reply was written, put back."),
         ("acked", "Leased messages acknowledged."),
         ("released", "Leased messages released early."),
-        ("dead_lettered", "Messages moved to the dead-letter queue."),
+        ("dead_lettered", "Messages moved to the dead-letter queue (attempts used up, expired, dropped)."),
+        ("expired", "Messages that waited past their ttl (dead-lettered, or dropped without a DLQ)."),
+        ("dropped", "Messages that made room in a full queue (overflow drop_oldest)."),
+        ("refused", "Sends refused because the queue was full (overflow reject)."),
     )
 }
 _STORE = _object(
@@ -290,6 +395,17 @@ SCHEMAS: dict[str, Any] = {
         additionalProperties=False,
         dependentRequired={"max_attempts": ["dead_letter_queue"], "dead_letter_queue": ["max_attempts"]},
     ),
+    "QueueChanges": _object(
+        {
+            name: {**field.schema(), "type": [field.schema()["type"], "null"]}
+            if name in CLEARABLE
+            else field.schema()
+            for name, field in SETTINGS_FIELDS.items()
+        },
+        [],
+        additionalProperties=False,
+        minProperties=1,
+    ),
     "Queue": _object(
         {
             "name": {"type": "string"},
@@ -297,7 +413,17 @@ SCHEMAS: dict[str, Any] = {
             "max_attempts": {"type": ["integer", "null"]},
             "dead_letter_queue": {"type": ["string", "null"]},
             "dedup_window": {"type": "number"},
+            "message_ttl": {"type": ["number", "null"]},
+            "max_messages": {"type": ["integer", "null"]},
+            "max_bytes": {"type": ["integer", "null"]},
+            "overflow": {"type": "string", "enum": list(OVERFLOWS)},
+            "max_in_flight": {"type": ["integer", "null"]},
+            "max_rate": {"type": ["number", "null"]},
             "messages": {"type": "integer", "description": "Messages in the queue, in every state."},
+            "bytes": {
+                "type": "integer",
+                "description": "Bytes of content in the queue (max_bytes counts them).",
+            },
             "ready": {"type": "integer"},
             "leased": {"type": "integer"},
             "delayed": {"type": "integer"},
@@ -356,7 +482,10 @@ SCHEMAS: dict[str, Any] = {
                 "description": "How many times it has been delivered, this one included.",
             },
             "enqueued_at": {"type": "number"},
-        }
+            "priority": {**PRIORITY.schema(), "description": "Given only when not 0."},
+            "group": {**GROUP.schema(), "description": "Given only for a message of a group."},
+        },
+        ["id", "content", "attempts", "enqueued_at"],
     ),
     "LeasedMessage": {
         "allOf": [
@@ -384,6 +513,8 @@ SCHEMAS: dict[str, Any] = {
                 **EXPORTED_FIELDS["dead_letter_source"].schema(),
                 "type": ["string", "null"],
             },
+            "group": {**GROUP.schema(), "type": ["string", "null"]},
+            "expires_at": {**EXPORTED_FIELDS["expires_at"].schema(), "type": ["number", "null"]},
         },
         ["queue", "content", "id", "attempts", "enqueued_at", "visible_at"],
         additionalProperties=False,
@@ -625,6 +756,21 @@ ROUTES: tuple[Route, ...] = (
         {200: Reply("The queue.", "Queue"), 400: BAD, 404: NO_QUEUE},
     ),
     Route(
+        "PATCH",
+        "/queues/{name}",
+        "updateQueue",
+        "queues",
+        "Change a queue's settings: those given (null clears a limit); the others stay",
+        {
+            200: Reply("The queue with its new settings.", "Queue"),
+            400: BAD,
+            404: NO_QUEUE,
+            409: Reply("Its dead-letter queue is missing or itself.", "Error", ("conflict",)),
+            **BODY,
+        },
+        body="QueueChanges",
+    ),
+    Route(
         "DELETE",
         "/queues/{name}",
         "deleteQueue",
@@ -649,6 +795,12 @@ ROUTES: tuple[Route, ...] = (
             400: BAD,
             404: NO_QUEUE,
             **BODY,
+            429: Reply(
+                "The queue is at its max_messages or max_bytes and refuses more (overflow reject): "
+                "nothing of the send was stored; retry after Retry-After.",
+                "Error",
+                ("queue_full",),
+            ),
             507: FULL,
         },
         body="Send",
@@ -728,6 +880,7 @@ ROUTES: tuple[Route, ...] = (
 WRITING = {
     "backupStore",  # writes its copy beside the store before sending it
     "createQueue",
+    "updateQueue",
     "deleteQueue",
     "sendMessages",
     "receiveMessages",

@@ -124,6 +124,26 @@ class StorageFull(MqError):
     code = "disk_full"
 
 
+class QueueFull(MqError):
+    """A send would take a bounded queue (max_messages, max_bytes) past its limit, and its
+    overflow policy is to refuse: nothing of the send was stored."""
+
+    code = "queue_full"
+
+    def __init__(self, name: str, limit: str, *, never: bool = False) -> None:
+        self.name = name
+        self.never = never  # the send is larger than the limit itself: retrying cannot help
+        if never:
+            super().__init__(
+                f"The send is larger than queue '{name}' may ever hold ({limit}); send less at once."
+            )
+        else:
+            super().__init__(
+                f"Queue '{name}' is full ({limit}); nothing was stored: retry after Retry-After, once "
+                "consumers have made room."
+            )
+
+
 class StorageFailed(MqError):
     """The store could not confirm a write (an I/O error); its outcome is unknown."""
 

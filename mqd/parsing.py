@@ -8,6 +8,8 @@ reply. So nothing a store could not keep ever reaches one.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -98,12 +100,26 @@ def queue_name(value: Any) -> str:
 
 
 def settings(body: dict[str, Any]) -> QueueSettings:
-    max_attempts = contract.MAX_ATTEMPTS.parse(body["max_attempts"]) if "max_attempts" in body else None
-    dead_letter = (
-        contract.DEAD_LETTER_QUEUE.parse(body["dead_letter_queue"]) if "dead_letter_queue" in body else None
+    """A declaration's settings: those given, checked; the defaults for the others."""
+    return QueueSettings(
+        **changes({name: value for name, value in body.items() if name != "name"}, clear=False)
     )
-    window = contract.DEDUP_WINDOW.parse(body.get("dedup_window", protocol.DEFAULT_DEDUP_WINDOW_SECONDS))
-    return QueueSettings(max_attempts, dead_letter, window)
+
+
+def changes(body: dict[str, Any], *, clear: bool = True) -> dict[str, Any]:
+    """The settings named in ``body``, checked. With ``clear`` (a change), null clears a limit
+    and sets the others back to their defaults."""
+    found: dict[str, Any] = {}
+    for name, value in body.items():
+        field = contract.SETTINGS_FIELDS[name]
+        if value is None and clear:
+            found[name] = None if name in contract.CLEARABLE else _DEFAULTS[name]
+        else:
+            found[name] = field.parse(value)
+    return found
+
+
+_DEFAULTS = {field.name: field.default for field in dataclasses.fields(QueueSettings)}
 
 
 SEND_FIELDS = {"content", "messages", *contract.MESSAGE_FIELDS}
@@ -151,7 +167,7 @@ def new_messages(items: list[Any], contents: list[str | None]) -> list[NewMessag
     messages = []
     for index, (item, content) in enumerate(zip(items, contents, strict=True)):
         if type(item) is dict and len(item) == 1 and content is not None:
-            messages.append(NewMessage._make((content, 0.0, None)))
+            messages.append(NewMessage._make((content, 0.0, None, 0, None, None)))
         else:
             messages.append(new_message(item, content, ItemName(index)))
     return messages
@@ -168,7 +184,10 @@ def new_message(item: Any, content: str | None, where: str, header_key: str | No
         return NewMessage(content, 0.0, header_key)  # the common case: no delay, no key of its own
     delay = contract.DELAY.parse(item.get("delay", 0))
     key = contract.KEY.parse(item["key"], f"'key' of {where}") if "key" in item else header_key
-    return NewMessage(content, delay, key)
+    priority = contract.PRIORITY.parse(item["priority"]) if "priority" in item else 0
+    group = contract.GROUP.parse(item["group"], f"'group' of {where}") if "group" in item else None
+    ttl = contract.TTL.parse(item["ttl"]) if "ttl" in item else None
+    return NewMessage(content, delay, key, priority, group, ttl)
 
 
 IMPORT_FIELDS = {"source", "messages"}
@@ -213,9 +232,19 @@ async def read_import(request: web.Request) -> tuple[str, list[ExportedMessage]]
                 fields["enqueued_at"].parse(item["enqueued_at"]),
                 fields["visible_at"].parse(item["visible_at"]),
                 None if origin is None else fields["dead_letter_source"].parse(origin),
+                fields["priority"].parse(item.get("priority", 0)),
+                _optional(
+                    item, "group", functools.partial(fields["group"].parse, source=f"'group' of {where}")
+                ),
+                _optional(item, "expires_at", fields["expires_at"].parse),
             )
         )
     return source, messages
+
+
+def _optional(item: dict[str, Any], name: str, parse) -> Any:
+    value = item.get(name)
+    return None if value is None else parse(value)
 
 
 class ItemName:

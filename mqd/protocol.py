@@ -39,6 +39,11 @@ MAX_SUBSCRIPTIONS = 64  # per stream
 STREAM_HEARTBEAT_SECONDS = 30.0  # mqd pings; a stream that does not answer is closed
 MAX_SEQ = 2**53 - 1  # the largest seq a client may number its requests with (exact in every JSON)
 MAX_ATTEMPTS = 1000  # the most a queue's max_attempts may be
+MAX_PRIORITY = 9  # priorities are 0 (the default) to 9: higher first
+MAX_GROUP_LENGTH = 256
+MAX_TTL_SECONDS = 365 * 24 * 3600
+MAX_RATE = 1_000_000  # deliveries per second a queue's max_rate may allow
+MAX_QUEUE_MESSAGES = 2**53 - 1  # the most max_messages / max_bytes / max_in_flight may say
 MAX_NESTING = 512  # levels of arrays and objects in a message's content
 
 # Every error reply is {"error": "<a sentence for people>", "code": "<one of these, for programs>"}.
@@ -54,6 +59,7 @@ ERROR_CODES = {
     "method_not_allowed": "the route does not take this method (405)",
     "conflict": "the request contradicts the queue as it exists (409)",
     "not_supported": "this mqd's store does not do that: a PostgreSQL store is backed up with pg_dump (409)",
+    "queue_full": "the queue is at its max_messages or max_bytes; retry after Retry-After (429)",
     "body_too_large": "the body is over the limit (413)",
     "unsupported_media_type": "the body is not JSON (415)",
     "upgrade_required": "GET /stream without a WebSocket upgrade (426)",

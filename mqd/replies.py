@@ -36,6 +36,10 @@ def delivery_json(delivery: Delivery) -> str:
     )
     if delivery.lease_token is not None:
         text += f',"receipt":"{delivery.receipt}","lease_expires_at":{delivery.lease_expires_at!r}'
+    if delivery.priority:
+        text += f',"priority":{delivery.priority}'
+    if delivery.group is not None:
+        text += f',"group":{dumps(delivery.group)}'
     return text + "}"
 
 
@@ -47,7 +51,11 @@ def exported_json(messages: list[ExportedMessage], next_after: int | None) -> st
     """An export's page: every field of each message, its content spliced in as stored."""
     items = ",".join(
         f'{{"queue":"{m.queue}","id":{m.id},"content":{m.content},"attempts":{m.attempts},"enqueued_at":{m.enqueued_at!r},'
-        f'"visible_at":{m.visible_at!r},"dead_letter_source":{dumps(m.dead_letter_source)}}}'
+        f'"visible_at":{m.visible_at!r},"dead_letter_source":{dumps(m.dead_letter_source)}'
+        + (f',"priority":{m.priority}' if m.priority else "")
+        + (f',"group":{dumps(m.group)}' if m.group is not None else "")
+        + (f',"expires_at":{m.expires_at!r}' if m.expires_at is not None else "")
+        + "}"
         for m in messages
     )
     return f'{{"messages":[{items}],"next_after":{dumps(next_after)}}}'
@@ -63,7 +71,14 @@ def queue_dict(stats: QueueStats, now: float, counters: Any) -> dict[str, Any]:
         "max_attempts": queue.settings.max_attempts,
         "dead_letter_queue": queue.settings.dead_letter_queue,
         "dedup_window": queue.settings.dedup_window,
+        "message_ttl": queue.settings.message_ttl,
+        "max_messages": queue.settings.max_messages,
+        "max_bytes": queue.settings.max_bytes,
+        "overflow": queue.settings.overflow,
+        "max_in_flight": queue.settings.max_in_flight,
+        "max_rate": queue.settings.max_rate,
         "messages": stats.messages,
+        "bytes": stats.bytes,
         "ready": stats.ready,
         "leased": stats.leased,
         "delayed": stats.delayed,

@@ -51,7 +51,7 @@ class Queued:
         return [d.content for d in (await self.take(count, lease)).deliveries]
 
     async def ack(self, delivery) -> bool:
-        return await self.store.ack(self.id, delivery.id, delivery.lease_token, self.now)
+        return (await self.store.ack(self.id, delivery.id, delivery.lease_token, self.now)).found
 
     async def release(self, delivery, delay: float = 0.0) -> bool:
         visible_at = self.now + delay if delay else 0.0

@@ -21,16 +21,20 @@ from pathlib import Path
 
 from ..errors import NotSupported
 from ..model import (
+    Caps,
     Clock,
     DeadLetterRule,
     Delivery,
     ExportedMessage,
     Lease,
+    Limit,
     NewMessage,
     Queue,
     QueueSettings,
     QueueStats,
+    Removed,
     SendResult,
+    Settled,
     TakeResult,
     Totals,
 )
@@ -99,6 +103,11 @@ class Store(abc.ABC):
         name one that does not exist."""
 
     @abc.abstractmethod
+    async def update_queue(self, queue_id: int, settings: QueueSettings) -> Queue:
+        """Change a queue's settings (its name and id stay); QueueNotFound (of the dead-letter
+        queue) if they name one that does not exist, QueueGone if the queue is."""
+
+    @abc.abstractmethod
     async def delete_queue(self, queue_id: int) -> None:
         """Remove a queue and its messages; DeadLetterQueueInUse if others dead-letter into it."""
 
@@ -110,25 +119,57 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def send(
-        self, queue_id: int, messages: Sequence[NewMessage], now: float, dedup_window: float
+        self,
+        queue_id: int,
+        messages: Sequence[NewMessage],
+        now: float,
+        dedup_window: float,
+        limit: Limit | None = None,
+        dead_letter_queue_id: int | None = None,
     ) -> SendResult:
         """Append messages, all or nothing, in the given order. A message whose idempotency key
         was stored less than ``dedup_window`` seconds ago is not stored again: it gets the id of
-        the first."""
+        the first. A message with a ``ttl`` expires that many seconds after it becomes visible;
+        one of a group that has a message already waits its turn (held). With a ``limit``, a
+        send it cannot fit raises QueueFull, unless the limit drops the queue's head to make
+        room (to ``dead_letter_queue_id`` if given)."""
 
     @abc.abstractmethod
     async def take(
-        self, queue_id: int, count: int, now: float, lease: Lease | None, dead_letter: DeadLetterRule | None
+        self,
+        queue_id: int,
+        count: int,
+        now: float,
+        lease: Lease | None,
+        dead_letter: DeadLetterRule | None,
+        caps: Caps | None = None,
     ) -> TakeResult:
-        """Take up to ``count`` ready messages, oldest first (leases and delays that ran out by
-        ``now`` count as ready, in their original place). Without a lease they are removed (at
-        most once); with one they stay, hidden until its expiry, the i-th with its i-th token (at
-        least once). A message that has used up ``dead_letter.max_attempts`` moves to that
-        queue instead of being delivered."""
+        """Take up to ``count`` ready messages, highest priority first and oldest first within a
+        priority (leases and delays that ran out by ``now`` count as ready, in their original
+        place). Without a lease they are removed (at most once); with one they stay, hidden
+        until its expiry, the i-th with its i-th token (at least once). A message that has used
+        up ``dead_letter.max_attempts`` moves to that queue instead of being delivered; one past
+        its expiry is removed (to that queue if there is a rule). ``caps`` bound how many may go:
+        leased at once, and per second (a token bucket the store keeps, across nodes)."""
 
     @abc.abstractmethod
-    async def ack(self, queue_id: int, message_id: int, token: str, now: float) -> bool:
-        """Remove a leased message; False unless this lease is still current."""
+    async def expiring(self, now: float) -> list[str]:
+        """The names of the queues that have messages waiting past their expiry (a read)."""
+
+    @abc.abstractmethod
+    async def expire(
+        self, queue_id: int, now: float, dead_letter_queue_id: int | None, limit: int
+    ) -> Removed:
+        """Remove up to ``limit`` messages of the queue waiting past their expiry (never leased
+        ones): to ``dead_letter_queue_id`` if given, else deleted."""
+
+    @abc.abstractmethod
+    async def ack(
+        self, queue_id: int, message_id: int, token: str, now: float, announce: bool = False
+    ) -> Settled:
+        """Remove a leased message (the next of its group gets its turn); not found unless this
+        lease is still current. ``announce``: tell other nodes that a lease ended (their
+        receivers may be waiting for a place under max_in_flight)."""
 
     @abc.abstractmethod
     async def release(

@@ -30,7 +30,7 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Protocol
 
 from ..errors import InternalError, MqError
-from ..model import Delivery, Queue
+from ..model import Delivery, Queue, QueueSettings, Removed, Settled
 
 log = logging.getLogger("mqd.store")
 
@@ -183,8 +183,20 @@ class BatchedPrimitives:
     async def _write(self, kind: Hashable, run_all: Callable, request: Any) -> Any:
         return await self._batcher.run(Operation(kind, run_all, request))
 
-    async def ack(self, queue_id: int, message_id: int, token: str, now: float) -> bool:
-        return await self._write("ack", self._writes.acks, (queue_id, message_id, token, now))
+    async def ack(
+        self, queue_id: int, message_id: int, token: str, now: float, announce: bool = False
+    ) -> Settled:
+        return await self._write("ack", self._writes.acks, (queue_id, message_id, token, now, announce))
+
+    async def update_queue(self, queue_id: int, settings: QueueSettings) -> Queue:
+        return await self._write(object(), self._writes.updates, (queue_id, settings))  # alone
+
+    async def expire(
+        self, queue_id: int, now: float, dead_letter_queue_id: int | None, limit: int
+    ) -> Removed:
+        return await self._write(
+            object(), self._writes.expiries, (queue_id, now, dead_letter_queue_id, limit)
+        )
 
     async def release(
         self, queue_id: int, message_id: int, token: str, now: float, visible_at: float

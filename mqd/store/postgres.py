@@ -24,10 +24,12 @@ import asyncpg
 from ..errors import DataCorrupt, InvalidArgument, MqError, StorageFull, StorageUnavailable
 from ..logs import counted
 from ..model import (
+    Caps,
     DeadLetterRule,
     Delivery,
     ExportedMessage,
     Lease,
+    Limit,
     NewMessage,
     Queue,
     QueueSettings,
@@ -36,6 +38,7 @@ from ..model import (
     TakeResult,
     Totals,
     content_checksum,
+    unheld,
 )
 from . import postgres_writes
 from .base import Store, StoreListener
@@ -294,19 +297,44 @@ class PostgresStore(BatchedPrimitives, Store):
         await self._write(object(), self._writes.delete_queues, queue_id)
 
     async def send(
-        self, queue_id: int, messages: Sequence[NewMessage], now: float, dedup_window: float
+        self,
+        queue_id: int,
+        messages: Sequence[NewMessage],
+        now: float,
+        dedup_window: float,
+        limit: Limit | None = None,
+        dead_letter_queue_id: int | None = None,
     ) -> SendResult:
         if now >= self._next_key_sweep and any(m.key is not None for m in messages):
             self._next_key_sweep = now + KEY_SWEEP_INTERVAL_SECONDS
             await self._read(lambda connection: self._writes.sweep_keys(connection, now))
         sends = _bound(self._writes.sends, queue_id=queue_id)
-        return await self._write(("send", queue_id), sends, (messages, now, dedup_window))
+        request = (messages, now, dedup_window, limit, dead_letter_queue_id)
+        return await self._write(("send", queue_id), sends, request)
 
     async def take(
-        self, queue_id: int, count: int, now: float, lease: Lease | None, dead_letter: DeadLetterRule | None
+        self,
+        queue_id: int,
+        count: int,
+        now: float,
+        lease: Lease | None,
+        dead_letter: DeadLetterRule | None,
+        caps: Caps | None = None,
     ) -> TakeResult:
         takes = _bound(self._writes.takes, queue_id=queue_id)
-        return await self._write(("take", queue_id, lease is None), takes, (count, now, lease, dead_letter))
+        kind = ("take", queue_id, lease is None, caps)  # one set of caps per group
+        return await self._write(kind, takes, (count, now, lease, dead_letter, caps))
+
+    async def expiring(self, now: float) -> list[str]:
+        s = self.schema
+        rows = await self._read(
+            lambda connection: connection.fetch(
+                f"""SELECT name FROM {s}.queues WHERE id IN (SELECT queue_id FROM {s}.messages
+                    WHERE expires_at <= $1 AND lease_token IS NULL)""",
+                now,
+            )
+        )
+        return [row["name"] for row in rows]
 
     # -- reads: straight to the pool --------------------------------------------------------------
 
@@ -327,9 +355,9 @@ class PostgresStore(BatchedPrimitives, Store):
         s = self.schema
         rows = await self._read(
             lambda connection: connection.fetch(
-                f"""SELECT q.id, q.name, q.created_at, q.max_attempts, q.dead_letter_queue_id, d.name AS dlq,
-                           q.dedup_window,
+                f"""SELECT {postgres_writes.QUEUE_COLUMNS},
                            coalesce((SELECT sum(x.depth) FROM {s}.queue_depths x WHERE x.queue_id = q.id), 0)::bigint AS messages,
+                           coalesce((SELECT sum(x.bytes) FROM {s}.queue_depths x WHERE x.queue_id = q.id), 0)::bigint AS bytes,
                            h.leased, h.delayed,
                            (SELECT count(*) FROM {s}.messages x WHERE x.dead_letter_source_id = q.id
                             AND x.queue_id <> q.id) AS dead_lettered,
@@ -360,6 +388,7 @@ class PostgresStore(BatchedPrimitives, Store):
                     delayed=row["delayed"],
                     dead_lettered=row["dead_lettered"],
                     oldest_ready_at=min(oldest) if oldest else None,
+                    bytes=row["bytes"],
                 )
             )
         return found
@@ -378,12 +407,14 @@ class PostgresStore(BatchedPrimitives, Store):
         s = self.schema
         rows = await self._read(
             lambda connection: connection.fetch(
-                f"""(SELECT id, attempts, enqueued_at, checksum, content FROM {s}.messages
-                     WHERE queue_id = $1 AND visible_at = 0 ORDER BY id LIMIT $2)
-                    UNION ALL
-                    (SELECT id, attempts, enqueued_at, checksum, content FROM {s}.messages
-                     WHERE queue_id = $1 AND visible_at > 0 AND visible_at <= $3 ORDER BY id LIMIT $2)
-                    ORDER BY id LIMIT $2""",
+                f"""SELECT * FROM
+                    ((SELECT id, attempts, enqueued_at, checksum, content, priority, expires_at FROM {s}.messages
+                      WHERE queue_id = $1 AND visible_at = 0 ORDER BY priority DESC, id LIMIT $2)
+                     UNION ALL
+                     (SELECT id, attempts, enqueued_at, checksum, content, priority, expires_at FROM {s}.messages
+                      WHERE queue_id = $1 AND visible_at > 0 AND visible_at <= $3 ORDER BY priority DESC, id LIMIT $2)
+                    ) AS next WHERE expires_at IS NULL OR expires_at > $3
+                    ORDER BY priority DESC, id LIMIT $2""",
                 queue_id,
                 count,
                 now,
@@ -397,7 +428,7 @@ class PostgresStore(BatchedPrimitives, Store):
         rows = await self._read(
             lambda connection: connection.fetch(
                 f"""SELECT m.id, m.attempts, m.enqueued_at, m.visible_at, m.checksum, m.content,
-                           q.name AS queue, o.name AS origin
+                           q.name AS queue, o.name AS origin, m.priority, m.grp, m.expires_at
                     FROM {s}.messages m JOIN {s}.queues q ON q.id = m.queue_id
                     LEFT JOIN {s}.queues o ON o.id = m.dead_letter_source_id
                     WHERE m.id > $1 ORDER BY m.id LIMIT $2""",
@@ -413,8 +444,11 @@ class PostgresStore(BatchedPrimitives, Store):
                 row["content"],
                 row["attempts"],
                 row["enqueued_at"],
-                row["visible_at"],
+                unheld(row["visible_at"]) if row["visible_at"] < 0 else row["visible_at"],
                 row["origin"],
+                row["priority"],
+                row["grp"],
+                row["expires_at"],
             )
             for row in rows
         ]

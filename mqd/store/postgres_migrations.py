@@ -12,13 +12,15 @@ recorded. Every node of a deployment runs the same mqd version: stop them all to
   changes add to, so nodes do not queue behind one row), so stats and totals never count
   messages.
 - 4: imports (mqctl import's progress per source and queue: the last exported id stored).
+- 5: the queue policies (docs/policies.md): a message's priority, group and expiry, a queue's
+  settings for them, its bytes of content (beside its depth), and max_rate's token buckets.
 """
 
 from __future__ import annotations
 
 import re
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
@@ -100,5 +102,29 @@ CREATE TABLE {schema}.imports (
 """
 
 
+def _policies(schema: str) -> str:
+    s = schema
+    return f"""
+ALTER TABLE {s}.queues ADD COLUMN message_ttl double precision, ADD COLUMN max_messages bigint,
+    ADD COLUMN max_bytes bigint, ADD COLUMN overflow text NOT NULL DEFAULT 'reject',
+    ADD COLUMN max_in_flight bigint, ADD COLUMN max_rate double precision;
+ALTER TABLE {s}.messages ADD COLUMN priority smallint NOT NULL DEFAULT 0, ADD COLUMN grp text,
+    ADD COLUMN expires_at double precision;
+ALTER TABLE {s}.queue_depths ADD COLUMN bytes bigint NOT NULL DEFAULT 0;
+DELETE FROM {s}.queue_depths;
+INSERT INTO {s}.queue_depths
+    SELECT queue_id, 0, count(*), sum(octet_length(content)) FROM {s}.messages GROUP BY queue_id;
+DROP INDEX {s}.messages_by_visibility;
+CREATE INDEX messages_by_visibility ON {s}.messages (queue_id, visible_at, priority DESC, id);
+CREATE INDEX messages_by_group ON {s}.messages (queue_id, grp, id) WHERE grp IS NOT NULL;
+CREATE INDEX messages_by_expiry ON {s}.messages (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE {s}.queue_buckets (
+    queue_id bigint PRIMARY KEY,
+    tokens   double precision NOT NULL,
+    at       double precision NOT NULL
+);
+"""
+
+
 # version -> the statements that bring a database of the version before it to it
-UPGRADES = {2: lambda schema: "", 3: _depth_counters, 4: _imports}
+UPGRADES = {2: lambda schema: "", 3: _depth_counters, 4: _imports, 5: _policies}

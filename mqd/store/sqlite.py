@@ -25,11 +25,13 @@ from pathlib import Path
 from ..errors import DataCorrupt, DataDirectoryError
 from ..logs import moment
 from ..model import (
+    Caps,
     Clock,
     DeadLetterRule,
     Delivery,
     ExportedMessage,
     Lease,
+    Limit,
     NewMessage,
     Queue,
     QueueSettings,
@@ -38,7 +40,7 @@ from ..model import (
     TakeResult,
     Totals,
 )
-from . import sqlite_backup, sqlite_reads
+from . import sqlite_backup, sqlite_reads, sqlite_removals
 from .base import Backup, Store
 from .batching import BatchedPrimitives, Batcher
 from .high_water import HIGH_WATER_FILE, HighWaterMark
@@ -287,16 +289,33 @@ class SQLiteStore(BatchedPrimitives, Store):
         return await self._reader.run(functools.partial(sqlite_reads.find_queue, name=name))
 
     async def send(
-        self, queue_id: int, messages: Sequence[NewMessage], now: float, dedup_window: float
+        self,
+        queue_id: int,
+        messages: Sequence[NewMessage],
+        now: float,
+        dedup_window: float,
+        limit: Limit | None = None,
+        dead_letter_queue_id: int | None = None,
     ) -> SendResult:
         sends = functools.partial(self._writes.sends, queue_id=queue_id)
-        return await self._write(("send", queue_id), sends, (messages, now, dedup_window))
+        return await self._write(
+            ("send", queue_id), sends, (messages, now, dedup_window, limit, dead_letter_queue_id)
+        )
 
     async def take(
-        self, queue_id: int, count: int, now: float, lease: Lease | None, dead_letter: DeadLetterRule | None
+        self,
+        queue_id: int,
+        count: int,
+        now: float,
+        lease: Lease | None,
+        dead_letter: DeadLetterRule | None,
+        caps: Caps | None = None,
     ) -> TakeResult:
         takes = functools.partial(self._writes.takes, queue_id=queue_id)
-        return await self._write(("take", queue_id), takes, (count, now, lease, dead_letter))
+        return await self._write(("take", queue_id), takes, (count, now, lease, dead_letter, caps))
+
+    async def expiring(self, now: float) -> list[str]:
+        return await self._reader.run(functools.partial(sqlite_removals.expiring_queues, now=now))
 
     async def stats(self, now: float, queue_id: int | None = None) -> list[QueueStats]:
         return await self._reader.run(functools.partial(sqlite_reads.stats, now=now, queue_id=queue_id))

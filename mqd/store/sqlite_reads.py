@@ -11,31 +11,42 @@ from __future__ import annotations
 import sqlite3
 
 from ..errors import DataCorrupt
-from ..model import Delivery, ExportedMessage, Queue, QueueSettings, QueueStats, Totals, content_checksum
+from ..model import (
+    Delivery,
+    ExportedMessage,
+    Queue,
+    QueueSettings,
+    QueueStats,
+    Totals,
+    content_checksum,
+    unheld,
+)
 
-_QUEUES = "SELECT id, name, created_at, max_attempts, dead_letter_queue_id, dedup_window FROM queues"
+_QUEUES = (
+    "SELECT id, name, created_at, dead_letter_queue_id, max_attempts, dedup_window, message_ttl, "
+    "max_messages, max_bytes, overflow, max_in_flight, max_rate FROM queues"
+)
+
+
+def _queue(row: tuple, names: dict[int, str]) -> Queue:
+    queue_id, name, created_at, dlq_id, max_attempts, *policies = row
+    settings = QueueSettings(max_attempts, names.get(dlq_id), *policies)
+    return Queue(queue_id, name, created_at, settings, dlq_id)
 
 
 def all_queues(connection: sqlite3.Connection) -> list[Queue]:
     rows = connection.execute(_QUEUES + " ORDER BY name").fetchall()
     names = {row[0]: row[1] for row in rows}
-    return [
-        Queue(
-            queue_id, name, created_at, QueueSettings(max_attempts, names.get(dlq_id), dedup_window), dlq_id
-        )
-        for queue_id, name, created_at, max_attempts, dlq_id, dedup_window in rows
-    ]
+    return [_queue(row, names) for row in rows]
 
 
 def find_queue(connection: sqlite3.Connection, name: str) -> Queue | None:
     row = connection.execute(_QUEUES + " WHERE name = ?", (name,)).fetchone()
     if row is None:
         return None
-    queue_id, _, created_at, max_attempts, dlq_id, dedup_window = row
+    dlq_id = row[3]
     dlq = connection.execute("SELECT name FROM queues WHERE id = ?", (dlq_id,)).fetchone() if dlq_id else None
-    return Queue(
-        queue_id, name, created_at, QueueSettings(max_attempts, dlq[0] if dlq else None, dedup_window), dlq_id
-    )
+    return _queue(row, {dlq_id: dlq[0]} if dlq else {})
 
 
 def stats(connection: sqlite3.Connection, now: float, queue_id: int | None) -> list[QueueStats]:
@@ -46,7 +57,7 @@ def stats(connection: sqlite3.Connection, now: float, queue_id: int | None) -> l
 
 
 def _stats(connection: sqlite3.Connection, queue: Queue, now: float) -> QueueStats:
-    depth = connection.execute("SELECT depth FROM queues WHERE id = ?", (queue.id,)).fetchone()[0]
+    depth, size = connection.execute("SELECT depth, bytes FROM queues WHERE id = ?", (queue.id,)).fetchone()
     hidden, leased = connection.execute(
         "SELECT count(*), count(lease_token) FROM messages WHERE queue_id = ? AND visible_at > ?",
         (queue.id, now),
@@ -72,6 +83,7 @@ def _stats(connection: sqlite3.Connection, queue: Queue, now: float) -> QueueSta
         delayed=hidden - leased,
         dead_lettered=dead_lettered,
         oldest_ready_at=min(candidates) if candidates else None,
+        bytes=size,
     )
 
 
@@ -80,43 +92,63 @@ def totals(connection: sqlite3.Connection) -> Totals:
     return Totals(queues, messages)
 
 
-def ready_rows(connection: sqlite3.Connection, queue_id: int, count: int, after_id: int = 0) -> list:
-    """(id, attempts, enqueued_at, checksum, content, dead_letter_source_id) of the next ready
-    messages, oldest first, their checksums checked."""
+READY_COLUMNS = (
+    "id, attempts, enqueued_at, checksum, content, dead_letter_source_id, grp, expires_at, priority"
+)
+
+
+def ready_rows(connection: sqlite3.Connection, queue_id: int, count: int) -> list:
+    """(id, attempts, enqueued_at, checksum, content, dead_letter_source_id, grp, expires_at,
+    priority) of the next ready messages, highest priority first and oldest first within one,
+    their checksums checked: one walk of the index on (queue_id, visible_at, priority DESC, id)."""
     rows = connection.execute(
-        "SELECT id, attempts, enqueued_at, checksum, content, dead_letter_source_id FROM messages "
-        "WHERE queue_id = ? AND visible_at = 0 AND id > ? ORDER BY id LIMIT ?",
-        (queue_id, after_id, count),
+        f"SELECT {READY_COLUMNS} FROM messages WHERE queue_id = ? AND visible_at = 0 "
+        "ORDER BY priority DESC, id LIMIT ?",
+        (queue_id, count),
     ).fetchall()
-    _check(rows)
+    check(rows)
     return rows
 
 
 def peek(connection: sqlite3.Connection, queue_id: int, count: int, now: float) -> list[Delivery]:
     """The next ready messages, those whose lease or delay ran out by ``now`` among them (in
     their places), without changing anything: two index walks, merged by id."""
-    columns = "id, attempts, enqueued_at, checksum, content, dead_letter_source_id"
     ready = ready_rows(connection, queue_id, count)
     due = connection.execute(
-        f"SELECT {columns} FROM messages WHERE queue_id = ? AND visible_at > 0 AND visible_at <= ? "
-        "ORDER BY id LIMIT ?",
+        f"SELECT {READY_COLUMNS} FROM messages WHERE queue_id = ? AND visible_at > 0 AND visible_at <= ? "
+        "ORDER BY priority DESC, id LIMIT ?",
         (queue_id, now, count),
     ).fetchall()
-    _check(due)
-    rows = sorted(ready + due)[:count]
-    return [Delivery(row[0], row[4], row[1], row[2]) for row in rows]
+    check(due)
+    rows = sorted(ready + due, key=lambda row: (-row[8], row[0]))
+    unexpired = [row for row in rows if row[7] is None or row[7] > now][:count]
+    return [Delivery(row[0], row[4], row[1], row[2]) for row in unexpired]
 
 
 def export(connection: sqlite3.Connection, after: int, count: int) -> list[ExportedMessage]:
     """The next ``count`` messages by id, of every queue (the primary key's order: one walk)."""
     rows = connection.execute(
-        "SELECT m.id, m.attempts, m.enqueued_at, m.checksum, m.content, s.name, q.name, m.visible_at "
-        "FROM messages m JOIN queues q ON q.id = m.queue_id "
+        "SELECT m.id, m.attempts, m.enqueued_at, m.checksum, m.content, s.name, q.name, m.visible_at, "
+        "m.priority, m.grp, m.expires_at FROM messages m JOIN queues q ON q.id = m.queue_id "
         "LEFT JOIN queues s ON s.id = m.dead_letter_source_id WHERE m.id > ? ORDER BY m.id LIMIT ?",
         (after, count),
     ).fetchall()
-    _check(rows)
-    return [ExportedMessage(row[6], row[0], row[4], row[1], row[2], row[7], row[5]) for row in rows]
+    check(rows)
+    return [
+        ExportedMessage(
+            row[6],
+            row[0],
+            row[4],
+            row[1],
+            row[2],
+            unheld(row[7]) if row[7] < 0 else row[7],
+            row[5],
+            row[8],
+            row[9],
+            row[10],
+        )
+        for row in rows
+    ]
 
 
 def next_visible_at(connection: sqlite3.Connection, queue_id: int) -> float | None:
@@ -125,7 +157,7 @@ def next_visible_at(connection: sqlite3.Connection, queue_id: int) -> float | No
     ).fetchone()[0]
 
 
-def _check(rows: list) -> None:
+def check(rows: list) -> None:
     for message_id, _, _, checksum, content, *_ in rows:
         if content_checksum(content) != checksum:
             raise DataCorrupt(

@@ -10,7 +10,7 @@ import dataclasses
 import sqlite3
 
 APPLICATION_ID = 0x6D710001  # "mq", format 1: tells our files from other SQLite databases
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _IMPORTS = """
 CREATE TABLE imports (
@@ -19,6 +19,28 @@ CREATE TABLE imports (
     last_id  INTEGER NOT NULL,
     PRIMARY KEY (source, queue_id)
 ) WITHOUT ROWID;
+"""
+
+# 3: the queue policies (docs/policies.md): a message's priority, group and expiry; a queue's
+# settings for them and its bytes of content. Ready messages are found by priority, then id; a
+# group's next message by one seek; expired ones by one walk over those that can expire.
+_POLICIES = """
+ALTER TABLE queues ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE queues ADD COLUMN message_ttl REAL;
+ALTER TABLE queues ADD COLUMN max_messages INTEGER;
+ALTER TABLE queues ADD COLUMN max_bytes INTEGER;
+ALTER TABLE queues ADD COLUMN overflow TEXT NOT NULL DEFAULT 'reject';
+ALTER TABLE queues ADD COLUMN max_in_flight INTEGER;
+ALTER TABLE queues ADD COLUMN max_rate REAL;
+ALTER TABLE messages ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN grp TEXT;
+ALTER TABLE messages ADD COLUMN expires_at REAL;
+UPDATE queues SET bytes = (SELECT coalesce(sum(length(CAST(content AS BLOB))), 0) FROM messages m
+                           WHERE m.queue_id = queues.id);
+DROP INDEX messages_by_visibility;
+CREATE INDEX messages_by_visibility ON messages (queue_id, visible_at, priority DESC);
+CREATE INDEX messages_by_group ON messages (queue_id, grp) WHERE grp IS NOT NULL;
+CREATE INDEX messages_by_expiry ON messages (expires_at) WHERE expires_at IS NOT NULL;
 """
 
 SCHEMA = (
@@ -56,11 +78,12 @@ CREATE TABLE idempotency_keys (
 CREATE INDEX idempotency_keys_by_expiry ON idempotency_keys (expires_at);
 """
     + _IMPORTS
+    + _POLICIES
 )
 
 # version -> what brings a store of the version before it to it. 2: imports (mqctl import's
-# progress per source and queue: the last exported id stored).
-UPGRADES = {2: _IMPORTS}
+# progress per source and queue: the last exported id stored). 3: the policies.
+UPGRADES = {2: _IMPORTS, 3: _POLICIES}
 
 # A backup (sqlite_backup.py) carries one more table, removed at its first start: when it was
 # taken and the highest message id in it.

@@ -9,28 +9,37 @@ their original place. Per-queue depth is a counter kept in the same transaction 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sqlite3
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import DeadLetterQueueInUse, QueueGone, QueueNotFound, StorageFull
+from ..errors import DeadLetterQueueInUse, QueueFull, QueueGone, QueueNotFound, StorageFull
 from ..logs import counted
 from ..model import (
+    Bucket,
+    Caps,
     DeadLetterRule,
     Delivery,
     ExportedMessage,
     Lease,
-    NewMessage,
+    Limit,
     Queue,
     QueueSettings,
+    Removed,
     SendResult,
+    Settled,
     TakeResult,
+    content_bytes,
     content_checksum,
+    held,
     new_in_import,
 )
 from . import sqlite_reads
+from . import sqlite_removals as removals
 from .sqlite_verify import highest_id
 
 log = logging.getLogger("mqd.store")
@@ -45,12 +54,175 @@ _INSERT_SQL = {
 }
 
 
+_SETTINGS = (
+    "max_attempts, dedup_window, message_ttl, max_messages, max_bytes, overflow, max_in_flight, max_rate"
+)
+_FULL_INSERT = (
+    "INSERT INTO messages (id, queue_id, visible_at, attempts, enqueued_at, checksum, content, priority, "
+    "grp, expires_at) VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _settings_row(settings: QueueSettings) -> tuple:
+    return (
+        settings.max_attempts,
+        settings.dedup_window,
+        settings.message_ttl,
+        settings.max_messages,
+        settings.max_bytes,
+        settings.overflow,
+        settings.max_in_flight,
+        settings.max_rate,
+    )
+
+
+class _Plan:
+    """The rows sends in a batch will insert, and what a later send in the batch must see of
+    the earlier ones: their idempotency keys, and the groups that have a head already."""
+
+    def __init__(self, seen_keys: dict[str, int] | None = None, groups: set[str] | None = None) -> None:
+        self.rows: list[tuple] = []  # plain messages, in _INSERT_SQL's shape
+        self.full_rows: list[tuple] = []  # the others, in _FULL_INSERT's
+        self.keys: list[tuple] = []
+        self.size = 0  # bytes of content
+        self.seen_keys = dict(seen_keys or {})
+        self.groups = set(groups or ())
+
+    def group_taken(self, connection, queue_id: int, group: str) -> bool:
+        """Whether the group has a message already (then the next one waits its turn)."""
+        if group in self.groups:
+            return True
+        self.groups.add(group)
+        found = connection.execute(
+            "SELECT 1 FROM messages WHERE queue_id = ? AND grp = ? LIMIT 1", (queue_id, group)
+        ).fetchone()
+        return found is not None
+
+    def write(self, connection, queue_id: int) -> None:
+        if self.rows:
+            _insert(connection, self.rows)
+        if self.full_rows:
+            connection.executemany(_FULL_INSERT, self.full_rows)
+        removals.count(connection, queue_id, len(self.rows) + len(self.full_rows), self.size)
+        if self.keys:
+            connection.executemany("INSERT OR REPLACE INTO idempotency_keys VALUES (?, ?, ?, ?)", self.keys)
+        self.rows, self.full_rows, self.keys, self.size = [], [], [], 0
+
+
+class _Taking:
+    """The ready messages of one queue handed out in one batch: read in pages, each page's
+    messages delivered (or removed) before the next page is read, so none is read twice."""
+
+    def __init__(self, connection, queue_id: int, now: float, wanted: int) -> None:
+        self.connection = connection
+        self.queue_id = queue_id
+        self.now = now
+        self.wanted = wanted  # by the batch's requests still to be served
+        self.page: deque = deque()
+        self.dead_lettered = 0
+        self.expired = 0
+
+    def take(self, count: int, lease: Lease | None, rule: DeadLetterRule | None) -> list[Delivery]:
+        deliveries: list[Delivery] = []
+        while len(deliveries) < count:
+            rows = self._usable(count - len(deliveries), rule)
+            if not rows:
+                break
+            deliveries += self._deliver(rows, lease, len(deliveries))
+        self.wanted -= count
+        return deliveries
+
+    def _usable(self, count: int, rule: DeadLetterRule | None) -> list:
+        """Up to ``count`` rows to deliver; expired and exhausted ones met first are removed."""
+        while True:
+            if not self.page:
+                self.page.extend(
+                    sqlite_reads.ready_rows(self.connection, self.queue_id, max(count, self.wanted))
+                )
+                if not self.page:
+                    return []
+            usable, expired, exhausted = [], [], []
+            while self.page and len(usable) < count:
+                row = self.page.popleft()
+                if row[removals.EXPIRES_AT] is not None and row[removals.EXPIRES_AT] <= self.now:
+                    expired.append(row)
+                elif rule is not None and row[removals.ATTEMPTS] >= rule.max_attempts:
+                    exhausted.append(row)
+                else:
+                    usable.append(row)
+            dead_letter_queue_id = rule.queue_id if rule is not None else None
+            self.expired += len(expired)
+            self.dead_lettered += removals.remove(
+                self.connection, self.queue_id, expired, dead_letter_queue_id
+            ).dead_lettered
+            self.dead_lettered += removals.remove(
+                self.connection, self.queue_id, exhausted, dead_letter_queue_id
+            ).count
+            if exhausted:
+                log.info(
+                    "moved %s from queue %d to its dead-letter queue",
+                    counted(len(exhausted), "message"),
+                    self.queue_id,
+                )
+            if usable:
+                return usable
+
+    def _deliver(self, rows: list, lease: Lease | None, offset: int) -> list[Delivery]:
+        """Remove ``rows`` (no lease: the next of their groups get their turn) or lease them."""
+        R = removals
+        if lease is None:
+            self.connection.executemany("DELETE FROM messages WHERE id = ?", [(row[R.ID],) for row in rows])
+            R.count(
+                self.connection,
+                self.queue_id,
+                -len(rows),
+                -sum(content_bytes(row[R.CONTENT]) for row in rows),
+            )
+            R.promote(
+                self.connection, self.queue_id, [row[R.GROUP] for row in rows if row[R.GROUP] is not None]
+            )
+            return [
+                Delivery(
+                    row[R.ID],
+                    row[R.CONTENT],
+                    row[R.ATTEMPTS] + 1,
+                    row[R.ENQUEUED_AT],
+                    dead_letter_source_id=row[R.SOURCE],
+                    priority=row[R.PRIORITY],
+                    group=row[R.GROUP],
+                    expires_at=row[R.EXPIRES_AT],
+                )
+                for row in rows
+            ]
+        tokens = lease.tokens[offset : offset + len(rows)]
+        self.connection.executemany(
+            "UPDATE messages SET visible_at = ?, lease_token = ?, attempts = attempts + 1, expires_at = NULL "
+            "WHERE id = ?",
+            [(lease.expires_at, token, row[R.ID]) for row, token in zip(rows, tokens, strict=True)],
+        )
+        return [
+            Delivery(
+                row[R.ID],
+                row[R.CONTENT],
+                row[R.ATTEMPTS] + 1,
+                row[R.ENQUEUED_AT],
+                token,
+                lease.expires_at,
+                priority=row[R.PRIORITY],
+                group=row[R.GROUP],
+                expires_at=row[R.EXPIRES_AT],
+            )
+            for row, token in zip(rows, tokens, strict=True)
+        ]
+
+
 class Writes:
     def __init__(self, data_dir: Path, min_free_bytes: int) -> None:
         self.data_dir = data_dir
         self.min_free_bytes = min_free_bytes
         self.queues: dict[int, Queue] = {}
         self.next_id = 1
+        self.buckets: dict[int, Bucket] = {}  # max_rate's, by queue: in memory (one writer)
         self._next_key_sweep = 0.0
         self._space_fresh = False  # looked at during the current batch
         self._space_low = False
@@ -80,20 +252,43 @@ class Writes:
         existing = next((q for q in self.queues.values() if q.name == name), None)
         if existing is not None:
             return existing, False
-        dlq_id = None
-        if settings.dead_letter_queue is not None:
-            dlq = next((q for q in self.queues.values() if q.name == settings.dead_letter_queue), None)
-            if dlq is None:
-                return QueueNotFound(settings.dead_letter_queue)
-            dlq_id = dlq.id
+        dlq_id = self._dead_letter_queue_id(settings)
+        if isinstance(dlq_id, QueueNotFound):
+            return dlq_id
         cursor = connection.execute(
-            "INSERT INTO queues (name, created_at, max_attempts, dead_letter_queue_id, dedup_window) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (name, now, settings.max_attempts, dlq_id, settings.dedup_window),
+            f"INSERT INTO queues (name, created_at, dead_letter_queue_id, {_SETTINGS}) "
+            f"VALUES (?, ?, ?, {', '.join('?' * _SETTINGS.count(',') + '?')})",
+            (name, now, dlq_id, *_settings_row(settings)),
         )
         queue = Queue(cursor.lastrowid, name, now, settings, dlq_id)
         self.queues[queue.id] = queue
         return queue, True
+
+    def _dead_letter_queue_id(self, settings: QueueSettings) -> int | QueueNotFound | None:
+        if settings.dead_letter_queue is None:
+            return None
+        dlq = next((q for q in self.queues.values() if q.name == settings.dead_letter_queue), None)
+        return QueueNotFound(settings.dead_letter_queue) if dlq is None else dlq.id
+
+    def updates(self, connection, requests: list[tuple[int, QueueSettings]]) -> list:
+        return [self._update(connection, queue_id, settings) for queue_id, settings in requests]
+
+    def _update(self, connection, queue_id: int, settings: QueueSettings):
+        queue = self.queues.get(queue_id)
+        if queue is None:
+            return QueueGone(queue_id)
+        dlq_id = self._dead_letter_queue_id(settings)
+        if isinstance(dlq_id, QueueNotFound):
+            return dlq_id
+        assignments = ", ".join(f"{column.strip()} = ?" for column in _SETTINGS.split(","))
+        connection.execute(
+            f"UPDATE queues SET dead_letter_queue_id = ?, {assignments} WHERE id = ?",
+            (dlq_id, *_settings_row(settings), queue_id),
+        )
+        if settings.max_rate != queue.settings.max_rate:
+            self.buckets.pop(queue_id, None)
+        updated = self.queues[queue_id] = Queue(queue_id, queue.name, queue.created_at, settings, dlq_id)
+        return updated
 
     def delete_queues(self, connection, requests: list[int]) -> list:
         return [self._delete_queue(connection, queue_id) for queue_id in requests]
@@ -123,7 +318,7 @@ class Writes:
             results.append(
                 connection.execute("DELETE FROM messages WHERE queue_id = ?", (queue_id,)).rowcount
             )
-            connection.execute("UPDATE queues SET depth = 0 WHERE id = ?", (queue_id,))
+            connection.execute("UPDATE queues SET depth = 0, bytes = 0 WHERE id = ?", (queue_id,))
         return results
 
     def redrives(self, connection, requests: list[tuple[int, float]]) -> list:
@@ -134,67 +329,107 @@ class Writes:
             return QueueGone(queue_id)
         not_leased = "(lease_token IS NULL OR visible_at <= ?)"
         moves = connection.execute(
-            "SELECT queue_id, dead_letter_source_id FROM messages "
+            "SELECT queue_id, dead_letter_source_id, sum(length(CAST(content AS BLOB))) FROM messages "
             f"WHERE dead_letter_source_id IS NOT NULL AND {not_leased} "
             "AND (queue_id = ? OR dead_letter_source_id = ?) AND queue_id != dead_letter_source_id "
             "GROUP BY queue_id, dead_letter_source_id",
             (now, queue_id, queue_id),
         ).fetchall()
         moved: dict[int, int] = {}
-        for from_id, to_id in moves:
+        for from_id, to_id, size in moves:
             count = connection.execute(
                 "UPDATE messages SET queue_id = dead_letter_source_id, dead_letter_source_id = NULL, "
                 "attempts = 0, visible_at = 0, lease_token = NULL WHERE queue_id = ? "
                 f"AND dead_letter_source_id = ? AND {not_leased}",
                 (from_id, to_id, now),
             ).rowcount
-            _move_depth(connection, from_id, to_id, count)
+            removals.count(connection, from_id, -count, -size)
+            removals.count(connection, to_id, count, size)
             moved[to_id] = moved.get(to_id, 0) + count
         return [(self.queues[to_id], count) for to_id, count in moved.items()]
 
     # -- sending ---------------------------------------------------------------------------------
 
-    def sends(
-        self, connection, requests: list[tuple[Sequence[NewMessage], float, float]], *, queue_id: int
-    ) -> list:
-        """Every send to one queue in this batch, inserted together (see ``_insert``)."""
+    def sends(self, connection, requests: list[tuple], *, queue_id: int) -> list:
+        """Every send to one queue in this batch: (messages, now, dedup window, limit, dead-letter
+        queue id) each. Plain messages to an unbounded queue are inserted together (see
+        ``_insert``); a bounded queue takes each send on its own, all or nothing."""
         if queue_id not in self.queues:
             return [QueueGone(queue_id)] * len(requests)
-        self._check_space(sum(len(m.content) for messages, _, _ in requests for m in messages))
-        inserts: list[tuple] = []
-        keys: list[tuple] = []
-        seen_keys: dict[str, int] = {}
+        self._check_space(sum(len(m.content) for request in requests for m in request[0]))
+        plan = _Plan()
         results = []
-        for messages, now, window in requests:
+        for messages, now, window, limit, dlq_id in requests:
             if any(m.key is not None for m in messages):
                 self._sweep_keys(connection, now)
-            results.append(
-                self._plan_send(connection, queue_id, now, window, messages, inserts, keys, seen_keys)
-            )
-        if inserts:
-            _insert(connection, inserts)
-            connection.execute("UPDATE queues SET depth = depth + ? WHERE id = ?", (len(inserts), queue_id))
-        if keys:
-            connection.executemany("INSERT OR REPLACE INTO idempotency_keys VALUES (?, ?, ?, ?)", keys)
+            if limit is None:
+                results.append(self._plan_send(connection, queue_id, now, window, messages, plan))
+                continue
+            alone = _Plan(plan.seen_keys, plan.groups)
+            result = self._plan_send(connection, queue_id, now, window, messages, alone)
+            room = self._make_room(connection, queue_id, limit, alone, dlq_id)
+            if isinstance(room, QueueFull):
+                self.next_id -= len(alone.rows) + len(alone.full_rows)  # nothing of it is kept
+                results.append(room)
+                continue
+            groups = {row[7] for row in alone.full_rows if row[7] is not None}
+            alone.write(connection, queue_id)
+            if room.count:  # a group's head dropped before its next was stored: its turn now
+                removals.promote(connection, queue_id, groups)
+            plan.seen_keys, plan.groups = alone.seen_keys, alone.groups
+            results.append(dataclasses.replace(result, dropped=room))
+        plan.write(connection, queue_id)
         return results
 
-    def _plan_send(self, connection, queue_id, now, window, messages, inserts, keys, seen_keys) -> SendResult:
-        """Assign ids to one send's messages and add their rows to ``inserts`` (and ``keys``);
-        a repeated idempotency key (in the store or earlier in this batch) gets the first id."""
-        if all(m.key is None and m.delay <= 0 for m in messages):  # the common case, in one sweep
-            first = self.next_id
+    def _make_room(self, connection, queue_id: int, limit: Limit, plan: _Plan, dlq_id: int | None):
+        """Whether ``plan``'s messages fit the queue's limit, dropping its head to make room if
+        the limit says so: the messages dropped, or QueueFull (nothing changed)."""
+        name = self.queues[queue_id].name
+        depth, size = connection.execute(
+            "SELECT depth, bytes FROM queues WHERE id = ?", (queue_id,)
+        ).fetchone()
+        incoming = len(plan.rows) + len(plan.full_rows)
+        over_messages, over_bytes = limit.excess(depth + incoming, size + plan.size)
+        if not (over_messages or over_bytes):
+            return Removed()
+        if not limit.admits(incoming, plan.size):
+            return QueueFull(name, limit.describe(), never=True)
+        if not limit.drop_oldest:
+            return QueueFull(name, limit.describe())
+        victims: list = []
+        while over_messages > 0 or over_bytes > 0:
+            more = sqlite_reads.ready_rows(connection, queue_id, len(victims) + max(1, over_messages) + 63)
+            if len(more) == len(victims):  # the rest is leased or delayed: nothing to drop
+                return QueueFull(name, limit.describe())
+            for row in more[len(victims) :]:
+                if over_messages <= 0 and over_bytes <= 0:
+                    break
+                victims.append(row)
+                over_messages -= 1
+                over_bytes -= content_bytes(row[removals.CONTENT])
+        return removals.remove(connection, queue_id, victims, dlq_id)
+
+    def _plan_send(self, connection, queue_id, now, window, messages, plan: _Plan) -> SendResult:
+        """Assign ids to one send's messages and add their rows to ``plan``; a repeated
+        idempotency key (in the store or earlier in this batch) gets the first id."""
+        if all(
+            m.delay <= 0 and m.key is None and m.group is None and m.ttl is None and not m.priority
+            for m in messages
+        ):
+            first = self.next_id  # the common case, in one sweep
             self.next_id += len(messages)
-            inserts += [
+            plan.rows += [
                 (first + i, queue_id, 0.0, now, content_checksum(m.content), m.content)
                 for i, m in enumerate(messages)
             ]
+            plan.size += sum(content_bytes(m.content) for m in messages)
             return SendResult(list(range(first, self.next_id)), [False] * len(messages), len(messages))
         ids: list[int] = []
         duplicates: list[bool] = []
         ready = 0
         for message in messages:
             if message.key is not None:
-                earlier = seen_keys.get(message.key)
+                earlier = plan.seen_keys.get(message.key)
                 if earlier is None:
                     hit = connection.execute(
                         "SELECT message_id FROM idempotency_keys "
@@ -209,13 +444,27 @@ class Writes:
             message_id = self.next_id
             self.next_id += 1
             visible_at = now + message.delay if message.delay > 0 else 0.0
+            expires_at = now + max(0.0, message.delay) + message.ttl if message.ttl is not None else None
+            if message.group is not None and plan.group_taken(connection, queue_id, message.group):
+                visible_at = held(visible_at)
             ready += visible_at == 0.0
-            inserts.append(
-                (message_id, queue_id, visible_at, now, content_checksum(message.content), message.content)
+            plan.full_rows.append(
+                (
+                    message_id,
+                    queue_id,
+                    visible_at,
+                    now,
+                    content_checksum(message.content),
+                    message.content,
+                    message.priority,
+                    message.group,
+                    expires_at,
+                )
             )
+            plan.size += content_bytes(message.content)
             if message.key is not None:
-                seen_keys[message.key] = message_id
-                keys.append((queue_id, message.key, message_id, now + window))
+                plan.seen_keys[message.key] = message_id
+                plan.keys.append((queue_id, message.key, message_id, now + window))
             ids.append(message_id)
             duplicates.append(False)
         return SendResult(ids, duplicates, ready)
@@ -246,15 +495,11 @@ class Writes:
 
     # -- taking ----------------------------------------------------------------------------------
 
-    def takes(
-        self,
-        connection,
-        requests: list[tuple[int, float, Lease | None, DeadLetterRule | None]],
-        *,
-        queue_id: int,
-    ) -> list:
-        """Every take from one queue in this batch: one look for all of them, then the oldest
-        messages handed out in the order the requests came (removed, or leased, as each asks)."""
+    def takes(self, connection, requests: list[tuple], *, queue_id: int) -> list:
+        """Every take from one queue in this batch, (count, now, lease, dead-letter rule, caps)
+        each: the next messages (by priority, then age) handed out in the order the requests
+        came, removed or leased as each asks, within the queue's caps. Expired messages and those
+        that used up their attempts found on the way are removed instead (see removals.py)."""
         if queue_id not in self.queues:
             return [QueueGone(queue_id)] * len(requests)
         now = max(request[1] for request in requests)
@@ -263,67 +508,51 @@ class Writes:
             "WHERE queue_id = ? AND visible_at > 0 AND visible_at <= ?",
             (queue_id, now),
         )
-        taken, dead_lettered = self._take_ready(
-            connection, queue_id, sum(r[0] for r in requests), requests[0][3]
-        )
+        taking = _Taking(connection, queue_id, now, sum(request[0] for request in requests))
         results = []
-        removed = 0
-        for count, _, lease, _ in requests:
-            share, taken = taken[:count], taken[count:]
-            results.append(TakeResult(self._deliver(connection, share, lease), dead_lettered))
-            removed += len(share) if lease is None else 0
-            dead_lettered = 0  # reported once, with the first result
-        if removed:
-            connection.execute("UPDATE queues SET depth = depth - ? WHERE id = ?", (removed, queue_id))
+        for count, _, lease, rule, caps in requests:
+            allowed = self._allowed(connection, queue_id, now, count, lease, caps)
+            deliveries = taking.take(allowed, lease, rule)
+            if caps is not None and caps.max_rate is not None:
+                self.buckets[queue_id] = self._bucket(queue_id, caps.max_rate, now).spend(len(deliveries))
+            capped_until = None
+            if (
+                allowed < count
+                and caps is not None
+                and caps.max_rate is not None
+                and len(deliveries) == allowed
+            ):
+                capped_until = self.buckets[queue_id].next_token_at(caps.max_rate)
+            results.append(
+                TakeResult(
+                    deliveries,
+                    taking.dead_lettered,
+                    taking.expired,
+                    capped_until,
+                    allowed < count and len(deliveries) == allowed,
+                )
+            )
+            taking.dead_lettered = taking.expired = 0  # reported once, with the first result
         return results
 
-    def _take_ready(self, connection, queue_id: int, count: int, dead_letter: DeadLetterRule | None):
-        """Up to ``count`` ready rows, oldest first; those that used up their attempts go to the
-        dead-letter queue instead (how many did is the second value)."""
-        taken: list = []
-        exhausted: list[int] = []
-        after_id = 0
-        while len(taken) < count:
-            rows = sqlite_reads.ready_rows(connection, queue_id, count - len(taken), after_id)
-            if not rows:
-                break
-            after_id = rows[-1][0]
-            for row in rows:
-                if dead_letter is not None and row[1] >= dead_letter.max_attempts:
-                    exhausted.append(row[0])
-                else:
-                    taken.append(row)
-        if exhausted:
-            connection.executemany(
-                "UPDATE messages SET queue_id = ?, dead_letter_source_id = ?, attempts = 0, "
-                "visible_at = 0, lease_token = NULL WHERE id = ?",
-                [(dead_letter.queue_id, queue_id, message_id) for message_id in exhausted],
-            )
-            _move_depth(connection, queue_id, dead_letter.queue_id, len(exhausted))
-            log.info(
-                "moved %s from '%s' to its dead-letter queue",
-                counted(len(exhausted), "message"),
-                self.queues[queue_id].name,
-            )
-        return taken, len(exhausted)
+    def _bucket(self, queue_id: int, rate: float, now: float) -> Bucket:
+        bucket = self.buckets.get(queue_id)
+        return (Bucket.full(rate, now) if bucket is None else bucket).refilled(rate, now)
 
-    def _deliver(self, connection, rows: list, lease: Lease | None) -> list[Delivery]:
-        """Remove ``rows`` (no lease) or lease them, each with its token."""
-        if not rows:
-            return []
-        if lease is None:
-            connection.executemany("DELETE FROM messages WHERE id = ?", [(row[0],) for row in rows])
-            return [
-                Delivery(row[0], row[4], row[1] + 1, row[2], dead_letter_source_id=row[5]) for row in rows
-            ]
-        connection.executemany(
-            "UPDATE messages SET visible_at = ?, lease_token = ?, attempts = attempts + 1 WHERE id = ?",
-            [(lease.expires_at, token, row[0]) for row, token in zip(rows, lease.tokens, strict=False)],
-        )
-        return [
-            Delivery(row[0], row[4], row[1] + 1, row[2], token, lease.expires_at)
-            for row, token in zip(rows, lease.tokens, strict=False)
-        ]
+    def _allowed(self, connection, queue_id: int, now: float, count: int, lease, caps: Caps | None) -> int:
+        """How many of ``count`` the caps let go now."""
+        if caps is None:
+            return count
+        if caps.max_in_flight is not None and lease is not None:
+            leased = connection.execute(
+                "SELECT count(*) FROM messages "
+                "WHERE queue_id = ? AND visible_at > ? AND lease_token IS NOT NULL",
+                (queue_id, now),
+            ).fetchone()[0]
+            count = min(count, max(0, caps.max_in_flight - leased))
+        if caps.max_rate is not None:
+            count = min(count, self._bucket(queue_id, caps.max_rate, now).whole)
+        return count
 
     def restores(self, connection, requests: list[tuple[int, Sequence[Delivery]]]) -> list[int]:
         return [self._restore(connection, queue_id, deliveries) for queue_id, deliveries in requests]
@@ -335,15 +564,16 @@ class Writes:
         for delivery in deliveries:
             if delivery.lease_token is not None:
                 restored += connection.execute(
-                    "UPDATE messages SET visible_at = 0, lease_token = NULL, attempts = attempts - 1 "
-                    "WHERE id = ? AND queue_id = ? AND lease_token = ?",
-                    (delivery.id, queue_id, delivery.lease_token),
+                    "UPDATE messages SET visible_at = 0, lease_token = NULL, attempts = attempts - 1, "
+                    "expires_at = ? WHERE id = ? AND queue_id = ? AND lease_token = ?",
+                    (delivery.expires_at, delivery.id, queue_id, delivery.lease_token),
                 ).rowcount
                 continue
             source = delivery.dead_letter_source_id if delivery.dead_letter_source_id in self.queues else None
             inserted = connection.execute(
                 "INSERT OR IGNORE INTO messages (id, queue_id, visible_at, attempts, enqueued_at, "
-                "dead_letter_source_id, checksum, content) VALUES (?, ?, 0, ?, ?, ?, ?, ?)",
+                "dead_letter_source_id, checksum, content, priority, grp, expires_at) "
+                "VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     delivery.id,
                     queue_id,
@@ -352,9 +582,18 @@ class Writes:
                     source,
                     content_checksum(delivery.content),
                     delivery.content,
+                    delivery.priority,
+                    delivery.group,
+                    delivery.expires_at,
                 ),
             ).rowcount
-            connection.execute("UPDATE queues SET depth = depth + ? WHERE id = ?", (inserted, queue_id))
+            if inserted and delivery.group is not None:  # back at the head: the next waits again
+                connection.execute(
+                    "UPDATE messages SET visible_at = -visible_at - 1 WHERE queue_id = ? AND grp = ? "
+                    "AND id > ? AND visible_at >= 0 AND lease_token IS NULL",
+                    (queue_id, delivery.group, delivery.id),
+                )
+            removals.count(connection, queue_id, inserted, inserted and content_bytes(delivery.content))
             restored += inserted
         return restored
 
@@ -385,30 +624,39 @@ class Writes:
         kept, done = new_in_import(messages, queue_ids, done)
         rows = []
         stored: dict[str, int] = {}
+        plans: dict[int, _Plan] = {}
         for message in kept:
             queue_id = queue_ids[message.queue]
+            plan = plans.setdefault(queue_id, _Plan())
             origin = queue_ids.get(message.dead_letter_source) if message.dead_letter_source else None
+            visible_at = message.visible_at
+            if message.group is not None and plan.group_taken(connection, queue_id, message.group):
+                visible_at = held(visible_at)
             rows.append(
                 (
                     self.next_id,
                     queue_id,
-                    message.visible_at,
+                    visible_at,
                     message.attempts,
                     message.enqueued_at,
                     origin if origin in self.queues else None,
                     content_checksum(message.content),
                     message.content,
+                    message.priority,
+                    message.group,
+                    message.expires_at,
                 )
             )
+            plan.size += content_bytes(message.content)
             self.next_id += 1
             stored[message.queue] = stored.get(message.queue, 0) + 1
         connection.executemany(
             "INSERT INTO messages (id, queue_id, visible_at, attempts, enqueued_at, dead_letter_source_id, "
-            "checksum, content) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "checksum, content, priority, grp, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
         for name, count in stored.items():
-            connection.execute("UPDATE queues SET depth = depth + ? WHERE id = ?", (count, queue_ids[name]))
+            removals.count(connection, queue_ids[name], count, plans[queue_ids[name]].size)
             connection.execute(
                 "INSERT INTO imports VALUES (?, ?, ?) ON CONFLICT (source, queue_id) DO UPDATE SET last_id = "
                 "excluded.last_id",
@@ -416,18 +664,31 @@ class Writes:
             )
         return stored
 
+    def expiries(self, connection, requests: list[tuple[int, float, int | None, int]]) -> list:
+        return [
+            removals.expire(connection, queue_id, now, dlq_id, limit)
+            if queue_id in self.queues
+            else QueueGone(queue_id)
+            for queue_id, now, dlq_id, limit in requests
+        ]
+
     # -- settling leases -------------------------------------------------------------------------
 
-    def acks(self, connection, requests: list[tuple[int, int, str, float]]) -> list:
+    def acks(self, connection, requests: list[tuple]) -> list:
         results = []
-        for queue_id, message_id, token, now in requests:
-            found = connection.execute(
-                "DELETE FROM messages WHERE id = ? AND queue_id = ? AND lease_token = ? AND visible_at > ?",
+        for queue_id, message_id, token, now, _ in requests:
+            row = connection.execute(
+                "DELETE FROM messages WHERE id = ? AND queue_id = ? AND lease_token = ? AND visible_at > ? "
+                "RETURNING grp, length(CAST(content AS BLOB))",
                 (message_id, queue_id, token, now),
-            ).rowcount
-            if found:
-                connection.execute("UPDATE queues SET depth = depth - 1 WHERE id = ?", (queue_id,))
-            results.append(self._found(queue_id, found))
+            ).fetchone()
+            if row is None:
+                found = self._found(queue_id, 0)
+                results.append(found if isinstance(found, QueueGone) else Settled(False))
+                continue
+            group, size = row
+            removals.count(connection, queue_id, -1, -size)
+            results.append(Settled(True, removals.promote(connection, queue_id, [group]) if group else 0))
         return results
 
     def releases(self, connection, requests: list[tuple[int, int, str, float, float]]) -> list:
@@ -459,11 +720,6 @@ class Writes:
     def _found(self, queue_id: int, rows: int):
         """A settle's answer: whether its lease was current; QueueGone if the queue is."""
         return bool(rows) if rows or queue_id in self.queues else QueueGone(queue_id)
-
-
-def _move_depth(connection, from_id: int, to_id: int, count: int) -> None:
-    connection.execute("UPDATE queues SET depth = depth - ? WHERE id = ?", (count, from_id))
-    connection.execute("UPDATE queues SET depth = depth + ? WHERE id = ?", (count, to_id))
 
 
 def _insert(connection: sqlite3.Connection, rows: list[tuple]) -> None:
