@@ -104,6 +104,11 @@ class DiskFull(ApiError):
     """disk_full: mqd's disk is (nearly) full; receives and acks still work."""
 
 
+class QueueFull(ApiError):
+    """queue_full: the queue is at its max_messages or max_bytes (overflow reject) and stored
+    nothing of the send: retry once consumers have made room."""
+
+
 class ServerError(ApiError):
     """internal_error, data_corrupt: mqd failed at this request (and kept nothing of it)."""
 
@@ -129,6 +134,7 @@ BY_CODE: dict[str, type[ApiError]] = {
     "store_unavailable": Unavailable,
     "store_failed": Unavailable,
     "disk_full": DiskFull,
+    "queue_full": QueueFull,
     "internal_error": ServerError,
     "data_corrupt": ServerError,
 }

@@ -84,6 +84,14 @@ class Message:
         return self.data["attempts"]
 
     @property
+    def priority(self) -> int:
+        return self.data.get("priority", 0)
+
+    @property
+    def group(self) -> str | None:
+        return self.data.get("group")
+
+    @property
     def enqueued_at(self) -> float:
         return self.data["enqueued_at"]
 

@@ -52,7 +52,14 @@ def _nothing(status: int, body: bytes) -> None:
 
 
 def message_body(
-    content: Any = None, *, json_text: str | None = None, delay: float = 0, key: str | None = None
+    content: Any = None,
+    *,
+    json_text: str | None = None,
+    delay: float = 0,
+    key: str | None = None,
+    priority: int = 0,
+    group: str | None = None,
+    ttl: float | None = None,
 ) -> str:
     """A message as JSON text; ``json_text`` is content already written as JSON (kept as is)."""
     text = '{"content":' + (json_text if json_text is not None else encode(content))
@@ -60,7 +67,26 @@ def message_body(
         text += f',"delay":{float(delay)!r}'
     if key is not None:
         text += ',"key":' + json.dumps(key)
+    if priority:
+        text += f',"priority":{int(priority)}'
+    if group is not None:
+        text += ',"group":' + json.dumps(group)
+    if ttl is not None:
+        text += f',"ttl":{float(ttl)!r}'
     return text + "}"
+
+
+SETTINGS = (
+    "max_attempts",
+    "dead_letter_queue",
+    "dedup_window",
+    "message_ttl",
+    "max_messages",
+    "max_bytes",
+    "overflow",
+    "max_in_flight",
+    "max_rate",
+)
 
 
 class Operations:
@@ -81,25 +107,20 @@ class Operations:
 
     # -- queues ----------------------------------------------------------------------------------
 
-    def create_queue(
-        self,
-        name: str,
-        *,
-        max_attempts: int | None = None,
-        dead_letter_queue: str | None = None,
-        dedup_window: float | None = None,
-    ):
-        """Declare a queue; (the queue, whether it was created now). Declaring it again with the
-        same settings is harmless; with others, Conflict."""
-        settings = {
-            "max_attempts": max_attempts,
-            "dead_letter_queue": dead_letter_queue,
-            "dedup_window": dedup_window,
-        }
+    def create_queue(self, name: str, **settings: Any):
+        """Declare a queue with any of ``SETTINGS`` (docs/api.md, docs/policies.md); (the queue,
+        whether it was created now). Declaring it again with the same settings is harmless; with
+        others, Conflict (change them with ``update_queue``)."""
+        _check_settings(settings)
         body = {"name": name, **{k: v for k, v in settings.items() if v is not None}}
         return self._call(
             Call("POST", "/queues", lambda status, raw: (decode(raw), status == 201), _dumps(body))
         )
+
+    def update_queue(self, name: str, **changes: Any):
+        """Change some of a queue's settings (None clears a limit); the queue as it is now."""
+        _check_settings(changes)
+        return self._call(Call("PATCH", queue_path(name), _json, _dumps(changes)))
 
     def list_queues(self):
         """Every queue with its counts."""
@@ -152,11 +173,17 @@ class Operations:
         json_text: str | None = None,
         delay: float = 0,
         key: str | None = None,
+        priority: int = 0,
+        group: str | None = None,
+        ttl: float | None = None,
     ):
         """Send one message (any JSON value; or ``json_text``, its JSON as written, kept as is);
         its id once it is durable. With ``key``, a repeat within the queue's dedup window stores
-        nothing and returns the first one's id."""
-        body = message_body(content, json_text=json_text, delay=delay, key=key).encode()
+        nothing and returns the first one's id. ``priority`` (0-9), ``group`` and ``ttl``: see
+        docs/policies.md."""
+        body = message_body(
+            content, json_text=json_text, delay=delay, key=key, priority=priority, group=group, ttl=ttl
+        ).encode()
         return self._call(
             Call("POST", queue_path(queue, "/messages"), lambda status, raw: decode(raw)["id"], body)
         )
@@ -220,6 +247,12 @@ class Operations:
 
     def _settle(self, how: str, message: Message, *args: Any):
         return getattr(self, how)(message.queue, message.receipt, *args)
+
+
+def _check_settings(settings: dict[str, Any]) -> None:
+    unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown:
+        raise TypeError(f"unknown queue setting {unknown[0]!r}; expected one of {', '.join(SETTINGS)}")
 
 
 def _dumps(value: Any) -> bytes:

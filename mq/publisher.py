@@ -76,17 +76,24 @@ class Publisher:
         json_text: str | None = None,
         delay: float = 0,
         key: str | None = None,
+        priority: int = 0,
+        group: str | None = None,
+        ttl: float | None = None,
     ) -> int:
         """The message's id, once durable. Without ``key`` one is made (unless the publisher was
         made with ``keys=False``), so that a send repeated after a reconnect is not stored twice;
-        a message without a key is sent again all the same, and may then be stored twice."""
+        a message without a key is sent again all the same, and may then be stored twice.
+        ``priority``, ``group`` and ``ttl`` as for ``Client.send`` (docs/policies.md)."""
         if self._closed:
             raise MqError("the publisher is closed")
         if self._failure is not None:
             raise self._failure
         if key is None and self._make_keys:
             key = f"{self._keys}{next(self._made_keys)}"
-        return await self._enqueue(queue, message_body(content, json_text=json_text, delay=delay, key=key), 0)
+        body = message_body(
+            content, json_text=json_text, delay=delay, key=key, priority=priority, group=group, ttl=ttl
+        )
+        return await self._enqueue(queue, body, 0)
 
     async def send_batch(self, queue: str, items: list[str], *, resend: bool = False) -> list[int]:
         """Send ``items`` (each a message's JSON, as mq.operations.message_body writes it) as one

@@ -32,6 +32,9 @@ from mqd.protocol import (
     MAX_DEDUP_WINDOW_SECONDS,
     MAX_DELAY_SECONDS,
     MAX_LEASE_SECONDS,
+    MAX_PRIORITY,
+    MAX_RATE,
+    MAX_TTL_SECONDS,
     MAX_WAIT_SECONDS,
     PIDFILE_NAME,
     STORE_URL_SCHEMES,
@@ -405,39 +408,97 @@ def _status_line(report) -> str:
 # -- queues --------------------------------------------------------------------------------------
 
 
+SETTING_OPTIONS = (
+    click.option(
+        "--max-attempts",
+        type=click.IntRange(1, MAX_ATTEMPTS),
+        help="Deliveries before a message is dead-lettered.",
+    ),
+    click.option(
+        "--dead-letter-queue",
+        metavar="QUEUE",
+        shell_complete=_complete_queues,
+        help="Where messages go after --max-attempts (and expired or dropped ones).",
+    ),
+    click.option(
+        "--dedup-window",
+        type=click.FloatRange(0, MAX_DEDUP_WINDOW_SECONDS),
+        help="Seconds an idempotency key is remembered (300).",
+    ),
+    click.option(
+        "--message-ttl",
+        type=click.FloatRange(0.001, MAX_TTL_SECONDS),
+        help="Seconds a message sent without --ttl may wait before it expires.",
+    ),
+    click.option("--max-messages", type=click.IntRange(1), help="The most messages the queue holds."),
+    click.option("--max-bytes", type=click.IntRange(1), help="The most bytes of content the queue holds."),
+    click.option(
+        "--overflow",
+        type=click.Choice(["reject", "drop_oldest"]),
+        help="Beyond --max-messages/--max-bytes: refuse sends (reject), or drop the head (drop_oldest).",
+    ),
+    click.option("--max-in-flight", type=click.IntRange(1), help="The most messages leased at once."),
+    click.option("--max-rate", type=click.FloatRange(0.01, MAX_RATE), help="The most deliveries per second."),
+)
+CLEARABLE_SETTINGS = (
+    "max_attempts",
+    "dead_letter_queue",
+    "message_ttl",
+    "max_messages",
+    "max_bytes",
+    "max_in_flight",
+    "max_rate",
+)
+
+
+def setting_options(command):
+    for option in reversed(SETTING_OPTIONS):
+        command = option(command)
+    return command
+
+
+def _given(settings: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in settings.items() if value is not None}
+
+
 @cli.command()
 @queue_argument
-@click.option(
-    "--max-attempts",
-    type=click.IntRange(1, MAX_ATTEMPTS),
-    help="Deliveries before a message is dead-lettered.",
-)
-@click.option(
-    "--dead-letter-queue",
-    metavar="QUEUE",
-    shell_complete=_complete_queues,
-    help="Where messages go after --max-attempts.",
-)
-@click.option(
-    "--dedup-window",
-    type=click.FloatRange(0, MAX_DEDUP_WINDOW_SECONDS),
-    help="Seconds an idempotency key is remembered (300).",
-)
+@setting_options
 @url_option
 @json_option("Print the queue as JSON.")
 @click.pass_context
-def create(ctx, queue, max_attempts, dead_letter_queue, dedup_window, url, as_json) -> None:
-    """Create QUEUE (nothing happens if it exists with the same settings)."""
-    settings = {
-        "max_attempts": max_attempts,
-        "dead_letter_queue": dead_letter_queue,
-        "dedup_window": dedup_window,
-    }
-    body, created = _client(ctx).create_queue(queue, **{k: v for k, v in settings.items() if v is not None})
+def create(ctx, queue, url, as_json, **settings) -> None:
+    """Create QUEUE (nothing happens if it exists with the same settings; see docs/policies.md)."""
+    body, created = _client(ctx).create_queue(queue, **_given(settings))
     if as_json:
         click.echo(output.json_line(body))
     else:
         click.echo(f"created queue '{queue}'" if created else f"queue '{queue}' already exists")
+
+
+@cli.command(name="set")
+@queue_argument
+@setting_options
+@click.option(
+    "--clear",
+    "cleared",
+    multiple=True,
+    type=click.Choice(CLEARABLE_SETTINGS),
+    help="Remove this limit (repeatable).",
+)
+@url_option
+@json_option("Print the queue as JSON.")
+@click.pass_context
+def set_command(ctx, queue, cleared, url, as_json, **settings) -> None:
+    """Change QUEUE's settings: those given; the others stay as they are."""
+    changes = {**_given(settings), **{name: None for name in cleared}}
+    if not changes:
+        raise click.UsageError("give a setting to change")
+    body = _client(ctx).update_queue(queue, **changes)
+    if as_json:
+        click.echo(output.json_line(body))
+    else:
+        click.echo(f"changed queue '{queue}': " + ", ".join(f"{name}={body[name]}" for name in changes))
 
 
 QUEUE_COLUMNS = (
@@ -523,9 +584,19 @@ def purge(ctx, queue, url) -> None:
     help="Seconds before the message can be received.",
 )
 @click.option("--key", help="Idempotency key: a repeat within the dedup window is not enqueued again.")
+@click.option(
+    "--priority",
+    type=click.IntRange(0, MAX_PRIORITY),
+    default=0,
+    help="0 (default) to 9: higher is received first.",
+)
+@click.option("--group", help="Messages of one group are received in order, one leased at a time.")
+@click.option(
+    "--ttl", type=click.FloatRange(0.001, MAX_TTL_SECONDS), help="Seconds it may wait before it expires."
+)
 @url_option
 @click.pass_context
-def send(ctx, queue, message, lines, null, as_json, delay, key, url) -> None:
+def send(ctx, queue, message, lines, null, as_json, delay, key, priority, group, ttl, url) -> None:
     """Send MESSAGE to QUEUE (or standard input, as one message or one per line); prints its id."""
     if (lines or null) and message is not None:
         raise click.UsageError("give MESSAGE or --lines/--null, not both")
@@ -534,8 +605,10 @@ def send(ctx, queue, message, lines, null, as_json, delay, key, url) -> None:
     from . import sending
 
     client = _client(ctx)
+    options = {"delay": delay, "priority": priority, "group": group, "ttl": ttl}
+    options = {name: value for name, value in options.items() if value}
     if lines or null:
-        sent = sending.send_stream(client, queue, b"\0" if null else b"\n", as_json, delay)
+        sent = sending.send_stream(client, queue, b"\0" if null else b"\n", as_json, options)
         if sys.stderr.isatty():
             click.echo(f"sent {output.counted(sent, 'message')} to '{queue}'", err=True)
         return
@@ -550,9 +623,9 @@ def send(ctx, queue, message, lines, null, as_json, delay, key, url) -> None:
         problem = sending.json_problem(message)
         if problem:
             raise click.UsageError(f"MESSAGE is not JSON ({problem})")
-        sent = client.send(queue, json_text=message, delay=delay, key=key)
+        sent = client.send(queue, json_text=message, key=key, **options)
     else:
-        sent = client.send(queue, message, delay=delay, key=key)
+        sent = client.send(queue, message, key=key, **options)
     click.echo(sent)
 
 

@@ -118,13 +118,15 @@ def read_one_message(stdin) -> str:
     return text[:-1] if text.endswith("\n") else text
 
 
-def send_stream(client, queue: str, separator: bytes, as_json: bool, delay: float) -> int:
+def send_stream(client, queue: str, separator: bytes, as_json: bool, options: dict) -> int:
     """Send standard input as messages, a batch at a time on a stream, up to BATCHES_IN_FLIGHT
     unconfirmed; how many. If it fails half-way (mqd refuses a batch, or the stream breaks: the
     batches then in flight may or may not have been stored), says on stderr how many were
-    confirmed before the error, then lets the error go on."""
+    confirmed before the error, then lets the error go on. ``options``: the fields every
+    message gets (delay, priority, group, ttl)."""
     sent = 0
-    suffix = f',"delay":{delay!r}}}'.encode() if delay else None
+    suffix = "".join(f',"{name}":{json.dumps(value)}' for name, value in options.items()).encode() + b"}"
+    suffix = suffix if options else None
     in_flight: deque = deque()
     try:
         with client.publisher(window=BATCHES_IN_FLIGHT) as publisher:

@@ -18,7 +18,16 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from .errors import MqError, QueueConflict, QueueFull, QueueGone, QueueNotFound, ReceiptNotFound, ShuttingDown
+from .errors import (
+    InvalidArgument,
+    MqError,
+    QueueConflict,
+    QueueFull,
+    QueueGone,
+    QueueNotFound,
+    ReceiptNotFound,
+    ShuttingDown,
+)
 from .logs import counted
 from .model import (
     Clock,
@@ -156,7 +165,10 @@ class Broker(StoreListener):
         """Change some of a queue's settings (those not named stay as they are)."""
 
         async def update(queue: Queue) -> Queue:
-            settings = dataclasses.replace(queue.settings, **changes)
+            try:
+                settings = dataclasses.replace(queue.settings, **changes)
+            except InvalidArgument as exc:  # the change does not fit the settings as they are
+                raise QueueConflict(str(exc)) from None
             if settings.dead_letter_queue == name:
                 raise QueueConflict("A queue cannot be its own dead-letter queue.")
             return await self.store.update_queue(queue.id, settings)
@@ -407,7 +419,7 @@ class Broker(StoreListener):
             counters.dead_lettered += result.dead_lettered
             self._lines.notify(queue.dead_letter_queue_id, result.dead_lettered)
         if result.capped_until is not None:  # max_rate: the line looks again when it allows
-            self._lines.note_hidden(queue.id, result.capped_until)
+            self._lines.note_capped(queue.id, result.capped_until)
         return result.deliveries
 
     def _removed(self, name: str, queue: Queue, removed: Removed, *, dropped: bool) -> None:

@@ -765,7 +765,12 @@ ROUTES: tuple[Route, ...] = (
             200: Reply("The queue with its new settings.", "Queue"),
             400: BAD,
             404: NO_QUEUE,
-            409: Reply("Its dead-letter queue is missing or itself.", "Error", ("conflict",)),
+            409: Reply(
+                "Its dead-letter queue would be missing or itself, or max_attempts and "
+                "dead_letter_queue would not go together.",
+                "Error",
+                ("conflict",),
+            ),
             **BODY,
         },
         body="QueueChanges",

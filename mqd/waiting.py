@@ -142,6 +142,13 @@ class Lines:
         if line.timer_known and (line.timer_at is None or visible_at < line.timer_at):
             self._arm(queue_id, line, visible_at)
 
+    def note_capped(self, queue_id: int, until: float) -> None:
+        """The queue's caps hold deliveries back until ``until`` (max_rate's next token): wake
+        its line then. The store knows nothing of it, so this holds with nobody asleep yet."""
+        line = self._lines.get(queue_id)
+        if line is not None and (line.timer_at is None or until < line.timer_at):
+            self._arm(queue_id, line, until)
+
     def _ensure_timer(self, queue_id: int, line: Line) -> None:
         if not line.timer_known and line.timer_query is None:
             line.timer_query = asyncio.create_task(self._query_timer(queue_id, line))

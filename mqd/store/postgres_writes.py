@@ -60,10 +60,9 @@ class Changes:
         )
         if wanted:
             await self.connection.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended($1 || ' ' || $2::text || ' ' || g, 0)) "
-                "FROM unnest($3::text[]) AS g ORDER BY g",
-                schema,
-                queue_id,
+                "SELECT pg_advisory_xact_lock(hashtextextended($1 || ' ' || g, 0)) "
+                "FROM unnest($2::text[]) AS g ORDER BY g",
+                f"{schema} {queue_id}",
                 wanted,
             )
             self.groups_locked.update((queue_id, g) for g in wanted)
