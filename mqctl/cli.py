@@ -52,6 +52,7 @@ EXIT_NOT_FOUND = 5
 EXIT_REFUSED = 6
 EXIT_FAILED = 7
 EXIT_NOT_ALLOWED = 8
+EXIT_QUEUE_FULL = 9  # a bounded queue refused a send: retry once consumers have made room
 EXIT_COMMAND_NOT_FOUND = 127  # mqctl run: as a shell says of a command it cannot run
 EXIT_INTERRUPTED = 130
 
@@ -106,6 +107,8 @@ def _explain_refusal(exc: ApiError, meta: dict[str, Any]) -> tuple[str, int]:
         return f"queue '{queue}' does not exist — create it with: mqctl create {queue}", EXIT_NOT_FOUND
     if exc.code in ("queue_not_found", "receipt_not_found", "route_not_found"):
         return exc.message, EXIT_NOT_FOUND
+    if exc.code == "queue_full":
+        return exc.message, EXIT_QUEUE_FULL
     return exc.message, EXIT_FAILED if exc.status >= 500 else EXIT_REFUSED
 
 

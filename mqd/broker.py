@@ -246,13 +246,22 @@ class Broker(StoreListener):
             )
             return queue, result
 
-        try:
-            queue, result = await self._on_queue(name, send)
-        except QueueFull:
-            self.counters_for(name).refused += 1
-            raise
-        counters = self.counters_for(name)
-        counters.sent += result.duplicates.count(False)
+        # Once asked, the store stores the messages whatever happens to us: if the sender leaves
+        # meanwhile, they are counted and announced all the same (``_sent``).
+        sending = asyncio.ensure_future(self._on_queue(name, send))
+        sending.add_done_callback(functools.partial(self._sent, name, messages, now))
+        return (await asyncio.shield(sending))[1]
+
+    def _sent(self, name: str, messages: Sequence[NewMessage], now: float, sending: asyncio.Future) -> None:
+        """Count a send and wake whoever it concerns, once the store has answered it."""
+        if sending.cancelled():
+            return
+        if sending.exception() is not None:
+            if isinstance(sending.exception(), QueueFull):
+                self.counters_for(name).refused += 1
+            return
+        queue, result = sending.result()
+        self.counters_for(name).sent += result.duplicates.count(False)
         if result.dropped:
             self._removed(name, queue, result.dropped, dropped=True)
         if result.ready:
@@ -262,7 +271,6 @@ class Broker(StoreListener):
         ]
         if delays:
             self._lines.note_hidden(queue.id, now + min(delays))
-        return result
 
     async def receive(
         self,

@@ -3,7 +3,9 @@ and changing settings; each kept across a restart and a kill -9 (docs/policies.m
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -286,3 +288,69 @@ def test_a_declaration_with_other_policies_conflicts(daemon):
         with pytest.raises(ApiError) as conflict:
             client.create_queue("q", max_rate=20)
         assert conflict.value.status == 409
+
+
+# -- across three nodes on one PostgreSQL database ----------------------------------------------
+
+
+@pytest.fixture
+def nodes(tmp_path):
+    if postgres.unavailable():
+        pytest.skip(postgres.unavailable())
+    url, schema = postgres.new_schema_url()
+    started = [MqdProcess(tmp_path / f"node{i}", "--store", url).start() for i in range(3)]
+    yield [Client(node.url) for node in started]
+    for node in started:
+        node.stop()
+    postgres.drop_schema(schema)
+
+
+def test_max_in_flight_holds_across_nodes(nodes):
+    nodes[0].create_queue("q", max_in_flight=3)
+    nodes[0].send_many("q", list(range(20)))
+    with ThreadPoolExecutor(len(nodes)) as pool:
+        taken = list(pool.map(lambda client: client.receive("q", count=10, lease=60), nodes))
+    assert sum(len(batch) for batch in taken) == 3
+    assert all(client.receive("q", lease=60) == [] for client in nodes)
+    nodes[2].ack("q", next(batch for batch in taken if batch)[0]["receipt"])
+    assert len(nodes[1].receive("q", count=10, lease=60, wait=5)) == 1  # told by another node
+
+
+def test_max_rate_holds_across_nodes(nodes):
+    nodes[0].create_queue("q", max_rate=0.1)  # one token in store, the next in ten seconds
+    nodes[0].send_many("q", list(range(10)))
+    with ThreadPoolExecutor(len(nodes)) as pool:
+        taken = list(pool.map(lambda client: client.receive("q", count=10), nodes))
+    assert sum(len(batch) for batch in taken) == 1
+
+
+def test_a_group_goes_in_order_across_nodes_one_lease_at_a_time(nodes):
+    nodes[0].create_queue("q")
+    sent = {group: [f"{group}{n}" for n in range(8)] for group in ("a", "b", "c")}
+    for n in range(8):
+        for group, contents_of_group in sent.items():
+            nodes[n % 3].send("q", contents_of_group[n], group=group)
+    received: list[str] = []
+    lock = threading.Lock()
+    leased_now: dict[str, int] = {}
+
+    def consume(client: Client) -> None:
+        idle_since = time.monotonic()
+        while time.monotonic() - idle_since < 2:
+            batch = client.receive("q", count=3, lease=60, wait=0.5)
+            if batch:
+                idle_since = time.monotonic()
+            for message in batch:
+                with lock:
+                    leased_now[message.group] = leased_now.get(message.group, 0) + 1
+                    assert leased_now[message.group] == 1, "two of one group leased at once"
+                    received.append(message.content)
+                time.sleep(0.01)
+                with lock:
+                    leased_now[message.group] -= 1
+                client.ack("q", message["receipt"])
+
+    with ThreadPoolExecutor(len(nodes)) as pool:
+        list(pool.map(consume, nodes))
+    for group, contents_of_group in sent.items():
+        assert [c for c in received if c.startswith(group)] == contents_of_group

@@ -16,7 +16,8 @@ from mqd.errors import (
     QueueGone,
     QueueNotFound,
 )
-from mqd.model import DeadLetterRule, Lease, NewMessage, Queue, QueueSettings
+from mqd.model import DeadLetterRule, Lease, NewMessage, Queue, QueueSettings, content_checksum
+from mqd.store import sqlite_tables
 from mqd.store.sqlite import DATABASE_FILE, SQLiteStore
 
 START = 1_000_000.0
@@ -36,16 +37,32 @@ class Queued:
     def later(self, seconds: float) -> None:
         self.now += seconds
 
-    async def send(self, *contents: str, delay: float = 0.0, key: str | None = None):
-        messages = [NewMessage(c, delay, key) for c in contents]
-        return await self.store.send(self.id, messages, self.now, self.queue.settings.dedup_window)
+    async def send(
+        self,
+        *contents: str,
+        delay: float = 0.0,
+        key: str | None = None,
+        priority: int = 0,
+        group: str | None = None,
+        ttl: float | None = None,
+    ):
+        messages = [NewMessage(c, delay, key, priority, group, ttl) for c in contents]
+        settings = self.queue.settings
+        return await self.store.send(
+            self.id,
+            messages,
+            self.now,
+            settings.dedup_window,
+            settings.limit,
+            self.queue.dead_letter_queue_id,
+        )
 
     async def take(self, count: int = 1000, lease: float | None = None):
         leasing = None if lease is None else Lease.new(self.now + lease, count)
         rule = None
         if self.queue.settings.max_attempts is not None:
             rule = DeadLetterRule(self.queue.settings.max_attempts, self.queue.dead_letter_queue_id)
-        return await self.store.take(self.id, count, self.now, leasing, rule)
+        return await self.store.take(self.id, count, self.now, leasing, rule, self.queue.settings.caps)
 
     async def contents(self, count: int = 1000, lease: float | None = None) -> list[str]:
         return [d.content for d in (await self.take(count, lease)).deliveries]
@@ -527,24 +544,35 @@ async def test_messages_and_leases_survive_reopening(data_dir):
 async def test_a_store_of_schema_1_is_upgraded_and_keeps_its_messages(data_dir):
     import sqlite3
 
-    store = SQLiteStore(data_dir)
-    await store.open()
-    q = await declare(store, "q")
-    await q.send('"kept"')
-    await store.close()
+    data_dir.mkdir(parents=True)
     old = sqlite3.connect(data_dir / DATABASE_FILE)
-    old.executescript("DROP TABLE imports; PRAGMA user_version = 1;")  # as schema 1 was
+    old.executescript(
+        f"{sqlite_tables.SCHEMA_1} PRAGMA application_id={sqlite_tables.APPLICATION_ID}; "
+        "PRAGMA user_version=1;"
+        "INSERT INTO queues (name, created_at, dedup_window, depth) VALUES ('q', 1, 300, 1);"
+    )
+    old.execute(
+        "INSERT INTO messages (queue_id, visible_at, attempts, enqueued_at, checksum, content) "
+        "VALUES (1, 0, 0, 1, ?, ?)",
+        (content_checksum('"kept"'), '"kept"'),
+    )
+    old.commit()
     old.close()
     store = SQLiteStore(data_dir)
     await store.open()
     try:
+        (stats,) = await store.stats(START)
+        assert (stats.messages, stats.bytes, stats.queue.settings.overflow) == (1, 6, "reject")
         exported = await store.export(0, 10)
         assert [m.content for m in exported] == ['"kept"']
-        assert await store.import_messages("s", exported, {"q": q.id}) == {"q": 1}  # the new table
+        assert await store.import_messages("s", exported, {"q": 1}) == {"q": 1}  # the new table
+        q = Queued(store, stats.queue)
+        await q.send('"urgent"', priority=9)  # the new columns
+        assert [d.content for d in (await q.take(3)).deliveries] == ['"urgent"', '"kept"', '"kept"']
     finally:
         await store.close()
     upgraded = sqlite3.connect(data_dir / DATABASE_FILE)
-    assert upgraded.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert upgraded.execute("PRAGMA user_version").fetchone()[0] == sqlite_tables.SCHEMA_VERSION
     upgraded.close()
 
 

@@ -1,7 +1,8 @@
 // mq console: the overview of every queue and a page per queue, over mqd's public HTTP API.
 //
 // Everything shown comes from GET /status, GET /queues and GET /queues/{name}/peek, polled every
-// two seconds; rates are the difference of two samples of the queues' counters. Data is only ever
+// two seconds; rates are the difference of two samples of the queues' counters. A queue's limits
+// are changed with PATCH /queues/{name}, only what was edited on the page. Data is only ever
 // put into the page as text (message contents are whatever producers sent). The access token, if
 // mqd wants one, lives in sessionStorage and travels as Authorization: never in a URL or a cookie.
 "use strict";
@@ -20,6 +21,18 @@
     { key: "out", label: "out", counter: "received" },
     { key: "acked", label: "acknowledged", counter: "acked" },
   ];
+  // The limits a queue's page can change (PATCH /queues/{name}): empty is no limit (null).
+  const LIMITS = [
+    { field: "message_ttl", label: "Message TTL (seconds)" },
+    { field: "max_messages", label: "Max messages" },
+    { field: "max_bytes", label: "Max bytes" },
+    { field: "max_in_flight", label: "Max in flight" },
+    { field: "max_rate", label: "Max rate (per second)" },
+  ];
+  const OVERFLOWS = {
+    reject: "reject: sends are refused",
+    drop_oldest: "drop_oldest: the oldest make room",
+  };
 
   const state = {
     token: sessionStorage.getItem(TOKEN_KEY),
@@ -145,6 +158,7 @@
 
   const integer = new Intl.NumberFormat("en");
   const decimal = new Intl.NumberFormat("en", { maximumFractionDigits: 1 });
+  const exact = new Intl.NumberFormat("en", { maximumFractionDigits: 3 });
 
   function rate(value) {
     return value === undefined || value === null ? "–" : decimal.format(value);
@@ -157,6 +171,18 @@
     if (seconds < 90 * 60) return `${Math.round(seconds / 60)} min`;
     if (seconds < 36 * 3600) return `${decimal.format(seconds / 3600)} h`;
     return `${decimal.format(seconds / 86400)} d`;
+  }
+
+  // A setting's seconds, exactly: 300 is "5 min", 90 is "90 s", 0.2 is "0.2 s".
+  function seconds(value) {
+    for (const [unit, size] of [["d", 86400], ["h", 3600], ["min", 60]]) {
+      if (value >= size && value % size === 0) return `${integer.format(value / size)} ${unit}`;
+    }
+    return `${exact.format(value)} s`;
+  }
+
+  function limit(value, format) {
+    return value === null || value === undefined ? "no limit" : format(value);
   }
 
   function when(epochSeconds) {
@@ -369,9 +395,12 @@
           h("button", { type: "button", class: "danger", onclick: () => purgeQueue(name) }, "Purge…"),
           h("button", { type: "button", class: "danger", onclick: () => deleteQueue(name) }, "Delete…")))
       : h("p", { class: "notice" },
-        "This console is read-only: sending, purging, deleting and redriving are off (mqd --console read-only).");
+        "This console is read-only: sending, purging, deleting, redriving and changing limits are off " +
+        "(mqd --console read-only).");
     const sender = CAN_CHANGE ? sendForm(name) : null;
+    const limits = CAN_CHANGE ? limitsForm(name) : null;
     const live = h("div", {}, h("div", { class: "panels" }, counts, settings, rates.element), actions, sender,
+      limits && limits.element,
       h("section", { "aria-labelledby": "peek-title" },
         h("h2", { id: "peek-title", text: `Next messages (up to ${PEEK_COUNT}, left in place)` }), peekList));
     show(h("p", {}, h("a", { href: "#/", text: "← Every queue" })), heading, flash.take(), gone, result, live);
@@ -399,7 +428,11 @@
           ["Delayed", integer.format(queue.delayed)],
           ["Dead-lettered", integer.format(queue.dead_lettered)],
           ["Oldest ready", duration(queue.oldest_ready_age_seconds)],
+          ["Messages", held(queue.messages, queue.max_messages)],
+          ["Bytes", held(queue.bytes, queue.max_bytes)],
           ["In · out · acked", `${rate(queueRates.in)} · ${rate(queueRates.out)} · ${rate(queueRates.acked)} per second`],
+          ["Since mqd started", `${integer.format(queue.counters.expired)} expired · ` +
+            `${integer.format(queue.counters.dropped)} dropped · ${integer.format(queue.counters.refused)} refused`],
         ]));
         const feeding = state.queues.filter((other) => other.dead_letter_queue === name).map((other) => other.name);
         settings.replaceChildren(h("h2", { id: "settings-title", text: "Settings" }), facts([
@@ -407,13 +440,25 @@
           ["Max attempts", queue.max_attempts === null ? "no limit" : String(queue.max_attempts)],
           ["Dead-letter queue", queue.dead_letter_queue === null ? "none" : queue.dead_letter_queue],
           ["Dead letters of", feeding.length ? feeding.join(", ") : "no queue"],
-          ["Idempotency window", duration(queue.dedup_window)],
+          ["Idempotency window", seconds(queue.dedup_window)],
+          ["Message TTL", queue.message_ttl === null ? "none: messages never expire" : seconds(queue.message_ttl)],
+          ["Max messages", limit(queue.max_messages, (count) => integer.format(count))],
+          ["Max bytes", limit(queue.max_bytes, (bytes) => `${integer.format(bytes)} bytes`)],
+          ["Overflow", OVERFLOWS[queue.overflow] || queue.overflow],
+          ["Max in flight", limit(queue.max_in_flight, (count) => `${integer.format(count)} leased at once`)],
+          ["Max rate", limit(queue.max_rate, (perSecond) => `${exact.format(perSecond)} per second`)],
         ]));
+        if (limits) limits.fill(queue);
         redrive.hidden = !(feeding.length || queue.dead_lettered);
         rates.draw(state.history.get(name));
         peekList.replaceChildren(messageList(messages));
       },
     };
+  }
+
+  // What it holds, against its limit if it has one: "3 of 5".
+  function held(count, most) {
+    return integer.format(count) + (most === null ? "" : ` of ${integer.format(most)}`);
   }
 
   async function peek(name) {
@@ -431,10 +476,13 @@
   function messageList(messages) {
     if (!messages.length) return h("p", { class: "muted", text: "No message is ready." });
     const now = Date.now() / 1000;
-    return h("ol", { class: "messages" }, messages.map((message) => h("li", {},
-      h("div", { class: "meta" },
-        `#${message.id} · attempts ${message.attempts} · ${duration(now - message.enqueued_at)} old`),
-      h("pre", { text: pretty(message.content) }))));
+    return h("ol", { class: "messages" }, messages.map((message) => {
+      const meta = [`#${message.id}`, `attempts ${message.attempts}`];
+      if (message.priority) meta.push(`priority ${message.priority}`);
+      if (message.group !== undefined && message.group !== null) meta.push(`group ${message.group}`);
+      meta.push(`${duration(now - message.enqueued_at)} old`);
+      return h("li", {}, h("div", { class: "meta", text: meta.join(" · ") }), h("pre", { text: pretty(message.content) }));
+    }));
   }
 
   function sendForm(name) {
@@ -474,6 +522,74 @@
       }
     });
     return form;
+  }
+
+  // The queue's limits, folded away until asked for. Each field remembers the value it was filled
+  // with: a field not edited follows the queue as it changes, and only edited ones are sent, so a
+  // change made elsewhere meanwhile is not put back.
+  function limitsForm(name) {
+    const fields = new Map(); // field -> {input, label, shown}
+    const inputs = LIMITS.map(({ field, label }) => {
+      const input = h("input", {
+        type: "text", id: `limit-${field}`, inputmode: "decimal", autocomplete: "off", spellcheck: "false",
+        "aria-describedby": "limits-hint",
+      });
+      fields.set(field, { input, label, shown: "" });
+      return h("div", {}, h("label", { for: input.id, text: label }), input);
+    });
+    const overflow = h("select", { id: "limit-overflow", "aria-describedby": "limits-hint" },
+      Object.keys(OVERFLOWS).map((value) => h("option", { value, text: value })));
+    fields.set("overflow", { input: overflow, label: "Overflow", shown: overflow.value });
+    const form = h("form", { "aria-labelledby": "limits-title" },
+      h("div", { class: "fields" }, inputs, h("div", {}, h("label", { for: overflow.id, text: "Overflow" }), overflow)),
+      h("p", { id: "limits-hint", class: "muted",
+        text: "Empty: no limit. Overflow is what a send to a full queue does: reject it, or drop the oldest." }),
+      h("div", { class: "buttons" }, h("button", { type: "submit", class: "primary" }, "Save limits")));
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const changes = {};
+      for (const [field, entry] of fields) {
+        const text = entry.input.value.trim();
+        if (text === entry.shown) continue;
+        if (field === "overflow" || text === "") {
+          changes[field] = text === "" ? null : text;
+        } else if (/^[0-9]*\.?[0-9]+$/.test(text)) {
+          changes[field] = Number(text);
+        } else {
+          state.view.say(`${entry.label}: ${text} is not a number (empty is no limit).`, true);
+          entry.input.focus();
+          return;
+        }
+      }
+      const names = Object.keys(changes);
+      if (!names.length) {
+        state.view.say("Nothing to change: edit a limit first.");
+        return;
+      }
+      try {
+        const queue = await api("PATCH", queuePath(name), JSON.stringify(changes));
+        fill(queue, true);
+        const said = names.map((field) => `${field} = ${queue[field] === null ? "no limit" : String(queue[field])}`);
+        state.view.say(`Changed: ${said.join(", ")}.`);
+        await refresh();
+      } catch (error) {
+        state.view.say(`Not changed: ${error.message}`, true);
+      }
+    });
+
+    function fill(queue, all) {
+      for (const [field, entry] of fields) {
+        const text = queue[field] === null ? "" : String(queue[field]);
+        if (all || entry.input.value === entry.shown) entry.input.value = text;
+        if (all || entry.input.value === text) entry.shown = text;
+      }
+    }
+
+    return {
+      element: h("details", { class: "limits" },
+        h("summary", {}, h("h2", { id: "limits-title", text: "Change the limits" })), form),
+      fill: (queue) => fill(queue, false),
+    };
   }
 
   // -- actions behind a confirmation --------------------------------------------------------------

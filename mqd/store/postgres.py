@@ -52,6 +52,7 @@ DEFAULT_SCHEMA = "mq"
 RECONNECT_SECONDS = 1.0
 KEY_SWEEP_INTERVAL_SECONDS = 60.0
 BATCHES_IN_FLIGHT = 2  # transactions of one node committing at once
+DEADLOCK_RETRIES = 3  # a batch PostgreSQL chose as a deadlock's victim is committed again
 _DISK_FULL = "53100"
 _UNAVAILABLE = {"57P01", "57P02", "57P03", "53300"}  # shut down, crashed, starting, too many connections
 
@@ -272,6 +273,7 @@ class PostgresStore(BatchedPrimitives, Store):
         but each costs two round trips on every batch, and a fault is rare)."""
         outcomes: list[list | BaseException | None] = [None] * len(groups)
         remaining = list(range(len(groups)))
+        deadlocks = 0
         while remaining:
             try:
                 async with self._pool.acquire() as connection, connection.transaction():
@@ -283,6 +285,11 @@ class PostgresStore(BatchedPrimitives, Store):
             except _GroupFailed as failed:
                 outcomes[failed.index] = failed.cause
                 remaining.remove(failed.index)
+            except asyncpg.DeadlockDetectedError:  # another node's transaction won: ours again
+                deadlocks += 1
+                if deadlocks > DEADLOCK_RETRIES:
+                    raise
+                log.info("a batch met a deadlock with another transaction; committing it again")
             except Exception as exc:
                 failure = store_failure(exc)
                 if failure is None:
@@ -408,10 +415,10 @@ class PostgresStore(BatchedPrimitives, Store):
         rows = await self._read(
             lambda connection: connection.fetch(
                 f"""SELECT * FROM
-                    ((SELECT id, attempts, enqueued_at, checksum, content, priority, expires_at FROM {s}.messages
+                    ((SELECT id, attempts, enqueued_at, checksum, content, priority, grp, expires_at FROM {s}.messages
                       WHERE queue_id = $1 AND visible_at = 0 ORDER BY priority DESC, id LIMIT $2)
                      UNION ALL
-                     (SELECT id, attempts, enqueued_at, checksum, content, priority, expires_at FROM {s}.messages
+                     (SELECT id, attempts, enqueued_at, checksum, content, priority, grp, expires_at FROM {s}.messages
                       WHERE queue_id = $1 AND visible_at > 0 AND visible_at <= $3 ORDER BY priority DESC, id LIMIT $2)
                     ) AS next WHERE expires_at IS NULL OR expires_at > $3
                     ORDER BY priority DESC, id LIMIT $2""",
@@ -421,7 +428,17 @@ class PostgresStore(BatchedPrimitives, Store):
             )
         )
         _check_contents(rows)
-        return [Delivery(row["id"], row["content"], row["attempts"], row["enqueued_at"]) for row in rows]
+        return [
+            Delivery(
+                row["id"],
+                row["content"],
+                row["attempts"],
+                row["enqueued_at"],
+                priority=row["priority"],
+                group=row["grp"],
+            )
+            for row in rows
+        ]
 
     async def export(self, after: int, count: int) -> list[ExportedMessage]:
         s = self.schema
@@ -483,6 +500,8 @@ class _GroupFailed(Exception):
 async def _run_group(group: Group, changes: Changes, index: int) -> list:
     try:
         return await group.run_all(changes, group.requests)
+    except asyncpg.DeadlockDetectedError:
+        raise  # the whole transaction was aborted: committed again as a whole
     except Exception as exc:
         if store_failure(exc) is not None:
             raise

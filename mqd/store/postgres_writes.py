@@ -227,6 +227,14 @@ class Writes:
         stored one by one (a key is claimed first: a claim by a concurrent sender on any node
         wins, and the loser gets the winner's id)."""
         plain = [r for r in requests if r[3] is None and all(_is_plain(m) for m in r[0])]
+        keys = sorted({m.key for r in requests for m in r[0] if m.key is not None})
+        if keys:  # claimed in one order by every node's transactions: none waits in a cycle
+            await tx.connection.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended($1 || ' ' || k, 1)) FROM unnest($2::text[]) AS k "
+                "ORDER BY k",
+                f"{self.s} {queue_id}",
+                keys,
+            )
         results: dict[int, SendResult | QueueGone] = {}
         if plain:
             for request, result in zip(plain, await self._send_plain(tx, queue_id, plain), strict=True):
@@ -281,7 +289,7 @@ class Writes:
         dropped = None
         if limit is not None:
             fresh = await self._fresh(tx, queue_id, messages, now)
-            dropped = await self._make_room(tx, queue_id, name, limit, fresh, dlq_id)
+            dropped = await self._make_room(tx, queue_id, name, limit, fresh, dlq_id, now)
             if isinstance(dropped, QueueFull):
                 return dropped
         ids, duplicates, stored = [], [], []
@@ -327,7 +335,7 @@ class Writes:
             ids.append(earlier)
             duplicates.append(True)
         if dropped is not None and dropped.count:  # a group's head dropped before its next came
-            await self._promote(tx, queue_id, groups)
+            await self._promote(tx, queue_id, groups, now)
         tx.depth(queue_id, len(stored), sum(content_bytes(m.content) for m, _ in stored))
         ready = sum(1 for _, visible_at in stored if visible_at == 0)
         hidden = [visible_at for _, visible_at in stored if visible_at > 0]
@@ -370,9 +378,11 @@ class Writes:
                 seen.add(message.key)
         return fresh
 
-    async def _make_room(self, tx: Changes, queue_id: int, name: str, limit, fresh: list, dlq_id):
+    async def _make_room(self, tx: Changes, queue_id: int, name: str, limit, fresh: list, dlq_id, now: float):
         """Whether ``fresh`` fits the queue's limit, dropping its head to make room if the limit
         says so: the messages dropped, or QueueFull (nothing changed)."""
+        if not fresh:  # repeats of earlier sends only: nothing to store, nothing to refuse
+            return Removed()
         row = await tx.connection.fetchrow(
             f"SELECT coalesce(sum(depth), 0) AS depth, coalesce(sum(bytes), 0) AS size "
             f"FROM {self.s}.queue_depths WHERE queue_id = $1",
@@ -389,6 +399,12 @@ class Writes:
             return QueueFull(name, limit.describe(), never=True)
         if not limit.drop_oldest:
             return QueueFull(name, limit.describe())
+        await tx.connection.execute(
+            f"""UPDATE {self.s}.messages SET visible_at = 0, lease_token = NULL
+                WHERE queue_id = $1 AND visible_at > 0 AND visible_at <= $2""",
+            queue_id,
+            now,
+        )
         victims: list = []
         while over_messages > 0 or over_bytes > 0:
             rows = await tx.connection.fetch(
@@ -407,9 +423,9 @@ class Writes:
                 victims.append(victim)
                 over_messages -= 1
                 over_bytes -= victim["size"]
-        return await self.remove(tx, queue_id, victims, dlq_id)
+        return await self.remove(tx, queue_id, victims, dlq_id, now)
 
-    async def remove(self, tx: Changes, queue_id: int, rows: list, dlq_id: int | None) -> Removed:
+    async def remove(self, tx: Changes, queue_id: int, rows: list, dlq_id: int | None, now: float) -> Removed:
         """Remove messages by policy (rows with id, grp and size): to the dead-letter queue
         (where they leave their group and their expiry, and start their attempts afresh), or
         deleted; the next of their groups get their turn."""
@@ -431,24 +447,25 @@ class Writes:
             tx.depth(dlq_id, len(rows), size)
             tx.notify("ready", dlq_id, len(rows))
         tx.depth(queue_id, -len(rows), -size)
-        promoted = await self._promote(tx, queue_id, [row["grp"] for row in rows])
+        promoted = await self._promote(tx, queue_id, [row["grp"] for row in rows], now)
         return Removed(len(rows), len(rows) if dlq_id is not None else 0, promoted)
 
-    async def _promote(self, tx: Changes, queue_id: int, groups) -> int:
-        """Give each group's next message its turn (the lowest id left in it, if held); how many
-        became ready now."""
+    async def _promote(self, tx: Changes, queue_id: int, groups, now: float) -> int:
+        """Give each group's next message its turn: the lowest id left in it, if held, gets its
+        own visibility again (ready if that has come by ``now``); how many became ready."""
         groups = sorted({g for g in groups if g is not None})
         if not groups:
             return 0
         await tx.lock_groups(self.s, queue_id, groups)
         rows = await tx.connection.fetch(
-            f"""UPDATE {self.s}.messages SET visible_at = -visible_at - 1
+            f"""UPDATE {self.s}.messages SET visible_at = CASE WHEN -visible_at - 1 <= $3 THEN 0 ELSE -visible_at - 1 END
                 WHERE id IN (SELECT (SELECT id FROM {self.s}.messages WHERE queue_id = $1 AND grp = g
                                      ORDER BY id LIMIT 1) FROM unnest($2::text[]) AS g)
                   AND visible_at < 0
                 RETURNING visible_at""",
             queue_id,
             groups,
+            now,
         )
         ready = sum(1 for row in rows if row["visible_at"] == 0)
         hidden = [row["visible_at"] for row in rows if row["visible_at"] > 0]
@@ -475,7 +492,7 @@ class Writes:
             now,
             limit,
         )
-        return await self.remove(tx, queue_id, rows, dlq_id)
+        return await self.remove(tx, queue_id, rows, dlq_id, now)
 
     async def _claim(
         self, tx: Changes, queue_id: int, key: str, message_id: int, expires_at: float, now: float
@@ -566,7 +583,7 @@ class Writes:
             if not leased and got:
                 tx.depth(queue_id, -len(got), -sum(row["size"] for row in got))
             groups = [row["grp"] for row in removed] + ([row["grp"] for row in got] if not leased else [])
-            promoted = await self._promote(tx, queue_id, groups)
+            promoted = await self._promote(tx, queue_id, groups, now)
             if not removed and not promoted:
                 break
         if leased and taken:
@@ -827,7 +844,8 @@ class Writes:
         for row in rows:
             tx.depth(row["queue_id"], -1, -row["size"])
             if row["grp"] is not None:
-                promoted[row["id"]] = await self._promote(tx, row["queue_id"], [row["grp"]])
+                now = next(r[3] for r in requests if r[1] == row["id"])
+                promoted[row["id"]] = await self._promote(tx, row["queue_id"], [row["grp"]], now)
         announced = {r[0] for r in requests if r[4]} & {row["queue_id"] for row in rows}
         for queue_id in announced:
             tx.notify("ready", queue_id, 1)  # a place under max_in_flight for another node's receiver

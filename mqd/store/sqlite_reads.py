@@ -122,7 +122,7 @@ def peek(connection: sqlite3.Connection, queue_id: int, count: int, now: float) 
     check(due)
     rows = sorted(ready + due, key=lambda row: (-row[8], row[0]))
     unexpired = [row for row in rows if row[7] is None or row[7] > now][:count]
-    return [Delivery(row[0], row[4], row[1], row[2]) for row in unexpired]
+    return [Delivery(row[0], row[4], row[1], row[2], priority=row[8], group=row[6]) for row in unexpired]
 
 
 def export(connection: sqlite3.Connection, after: int, count: int) -> list[ExportedMessage]:

@@ -26,21 +26,23 @@ def count(connection: sqlite3.Connection, queue_id: int, messages: int, size: in
         )
 
 
-def promote(connection: sqlite3.Connection, queue_id: int, groups: Iterable[str]) -> int:
-    """Give each group's next message its turn (its own visibility again): the lowest id left
-    in the group, if it is held. How many were."""
+def promote(connection: sqlite3.Connection, queue_id: int, groups: Iterable[str], now: float) -> int:
+    """Give each group's next message its turn: the lowest id left in the group, if it is held,
+    gets its own visibility again (ready if that has come by ``now``). How many are ready."""
     promoted = 0
     for group in set(groups):
-        promoted += connection.execute(
-            "UPDATE messages SET visible_at = -visible_at - 1 WHERE id = (SELECT id FROM messages "
-            "WHERE queue_id = ? AND grp = ? ORDER BY id LIMIT 1) AND visible_at < 0",
-            (queue_id, group),
-        ).rowcount
+        row = connection.execute(
+            "UPDATE messages SET visible_at = CASE WHEN -visible_at - 1 <= ? THEN 0 ELSE -visible_at - 1 END "
+            "WHERE id = (SELECT id FROM messages WHERE queue_id = ? AND grp = ? ORDER BY id LIMIT 1) "
+            "AND visible_at < 0 RETURNING visible_at",
+            (now, queue_id, group),
+        ).fetchone()
+        promoted += row is not None and row[0] == 0
     return promoted
 
 
 def remove(
-    connection: sqlite3.Connection, queue_id: int, rows: list, dead_letter_queue_id: int | None
+    connection: sqlite3.Connection, queue_id: int, rows: list, dead_letter_queue_id: int | None, now: float
 ) -> Removed:
     """Remove ready rows by policy: to the dead-letter queue (where they leave their group and
     their expiry, and start their attempts afresh), or deleted."""
@@ -57,7 +59,7 @@ def remove(
         )
         count(connection, dead_letter_queue_id, len(rows), size)
     count(connection, queue_id, -len(rows), -size)
-    promoted = promote(connection, queue_id, [row[GROUP] for row in rows if row[GROUP] is not None])
+    promoted = promote(connection, queue_id, [row[GROUP] for row in rows if row[GROUP] is not None], now)
     moved = len(rows) if dead_letter_queue_id is not None else 0
     return Removed(len(rows), moved, promoted)
 
@@ -86,4 +88,4 @@ def expire(
         (now, queue_id, limit),
     ).fetchall()
     check(rows)
-    return remove(connection, queue_id, rows, dead_letter_queue_id)
+    return remove(connection, queue_id, rows, dead_letter_queue_id, now)

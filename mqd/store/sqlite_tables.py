@@ -43,7 +43,7 @@ CREATE INDEX messages_by_group ON messages (queue_id, grp) WHERE grp IS NOT NULL
 CREATE INDEX messages_by_expiry ON messages (expires_at) WHERE expires_at IS NOT NULL;
 """
 
-SCHEMA = (
+SCHEMA_1 = (
     """
 CREATE TABLE queues (
     id                   INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -77,9 +77,9 @@ CREATE TABLE idempotency_keys (
 ) WITHOUT ROWID;
 CREATE INDEX idempotency_keys_by_expiry ON idempotency_keys (expires_at);
 """
-    + _IMPORTS
-    + _POLICIES
-)
+
+)  # the tables as version 1 made them
+SCHEMA = SCHEMA_1 + _IMPORTS + _POLICIES
 
 # version -> what brings a store of the version before it to it. 2: imports (mqctl import's
 # progress per source and queue: the last exported id stored). 3: the policies.

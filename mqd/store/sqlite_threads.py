@@ -58,7 +58,11 @@ class _Thread:
         opened: asyncio.Future = self._loop.create_future()
         self._thread = threading.Thread(target=self._main, args=(opened,), name=self._name, daemon=True)
         self._thread.start()
-        await opened
+        try:
+            await opened
+        except BaseException:
+            self._thread = None  # it has ended: nothing to stop
+            raise
 
     async def _submit(self, item: Any) -> Any:
         if self._thread is None or self._loop is None:

@@ -85,6 +85,7 @@ class _Plan:
         self.full_rows: list[tuple] = []  # the others, in _FULL_INSERT's
         self.keys: list[tuple] = []
         self.size = 0  # bytes of content
+        self.now = 0.0
         self.seen_keys = dict(seen_keys or {})
         self.groups = set(groups or ())
 
@@ -152,12 +153,10 @@ class _Taking:
                     usable.append(row)
             dead_letter_queue_id = rule.queue_id if rule is not None else None
             self.expired += len(expired)
-            self.dead_lettered += removals.remove(
-                self.connection, self.queue_id, expired, dead_letter_queue_id
-            ).dead_lettered
-            self.dead_lettered += removals.remove(
-                self.connection, self.queue_id, exhausted, dead_letter_queue_id
-            ).count
+            for removed in (expired, exhausted):
+                self.dead_lettered += removals.remove(
+                    self.connection, self.queue_id, removed, dead_letter_queue_id, self.now
+                ).dead_lettered
             if exhausted:
                 log.info(
                     "moved %s from queue %d to its dead-letter queue",
@@ -178,9 +177,8 @@ class _Taking:
                 -len(rows),
                 -sum(content_bytes(row[R.CONTENT]) for row in rows),
             )
-            R.promote(
-                self.connection, self.queue_id, [row[R.GROUP] for row in rows if row[R.GROUP] is not None]
-            )
+            groups = [row[R.GROUP] for row in rows if row[R.GROUP] is not None]
+            R.promote(self.connection, self.queue_id, groups, self.now)
             return [
                 Delivery(
                     row[R.ID],
@@ -366,6 +364,7 @@ class Writes:
                 results.append(self._plan_send(connection, queue_id, now, window, messages, plan))
                 continue
             alone = _Plan(plan.seen_keys, plan.groups)
+            alone.now = now
             result = self._plan_send(connection, queue_id, now, window, messages, alone)
             room = self._make_room(connection, queue_id, limit, alone, dlq_id)
             if isinstance(room, QueueFull):
@@ -375,7 +374,7 @@ class Writes:
             groups = {row[7] for row in alone.full_rows if row[7] is not None}
             alone.write(connection, queue_id)
             if room.count:  # a group's head dropped before its next was stored: its turn now
-                removals.promote(connection, queue_id, groups)
+                removals.promote(connection, queue_id, groups, now)
             plan.seen_keys, plan.groups = alone.seen_keys, alone.groups
             results.append(dataclasses.replace(result, dropped=room))
         plan.write(connection, queue_id)
@@ -389,6 +388,8 @@ class Writes:
             "SELECT depth, bytes FROM queues WHERE id = ?", (queue_id,)
         ).fetchone()
         incoming = len(plan.rows) + len(plan.full_rows)
+        if not incoming:  # repeats of earlier sends only: nothing to store, nothing to refuse
+            return Removed()
         over_messages, over_bytes = limit.excess(depth + incoming, size + plan.size)
         if not (over_messages or over_bytes):
             return Removed()
@@ -396,6 +397,7 @@ class Writes:
             return QueueFull(name, limit.describe(), never=True)
         if not limit.drop_oldest:
             return QueueFull(name, limit.describe())
+        _make_due_ready(connection, queue_id, plan.now)
         victims: list = []
         while over_messages > 0 or over_bytes > 0:
             more = sqlite_reads.ready_rows(connection, queue_id, len(victims) + max(1, over_messages) + 63)
@@ -407,7 +409,7 @@ class Writes:
                 victims.append(row)
                 over_messages -= 1
                 over_bytes -= content_bytes(row[removals.CONTENT])
-        return removals.remove(connection, queue_id, victims, dlq_id)
+        return removals.remove(connection, queue_id, victims, dlq_id, plan.now)
 
     def _plan_send(self, connection, queue_id, now, window, messages, plan: _Plan) -> SendResult:
         """Assign ids to one send's messages and add their rows to ``plan``; a repeated
@@ -503,11 +505,7 @@ class Writes:
         if queue_id not in self.queues:
             return [QueueGone(queue_id)] * len(requests)
         now = max(request[1] for request in requests)
-        connection.execute(
-            "UPDATE messages SET visible_at = 0, lease_token = NULL "
-            "WHERE queue_id = ? AND visible_at > 0 AND visible_at <= ?",
-            (queue_id, now),
-        )
+        _make_due_ready(connection, queue_id, now)
         taking = _Taking(connection, queue_id, now, sum(request[0] for request in requests))
         results = []
         for count, _, lease, rule, caps in requests:
@@ -688,7 +686,9 @@ class Writes:
                 continue
             group, size = row
             removals.count(connection, queue_id, -1, -size)
-            results.append(Settled(True, removals.promote(connection, queue_id, [group]) if group else 0))
+            results.append(
+                Settled(True, removals.promote(connection, queue_id, [group], now) if group else 0)
+            )
         return results
 
     def releases(self, connection, requests: list[tuple[int, int, str, float, float]]) -> list:
@@ -720,6 +720,15 @@ class Writes:
     def _found(self, queue_id: int, rows: int):
         """A settle's answer: whether its lease was current; QueueGone if the queue is."""
         return bool(rows) if rows or queue_id in self.queues else QueueGone(queue_id)
+
+
+def _make_due_ready(connection: sqlite3.Connection, queue_id: int, now: float) -> None:
+    """Leases and delays that ran out by ``now``: ready, in their original place."""
+    connection.execute(
+        "UPDATE messages SET visible_at = 0, lease_token = NULL "
+        "WHERE queue_id = ? AND visible_at > 0 AND visible_at <= ?",
+        (queue_id, now),
+    )
 
 
 def _insert(connection: sqlite3.Connection, rows: list[tuple]) -> None:
