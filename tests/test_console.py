@@ -4,6 +4,7 @@ the guard lets a browser do. What the page does in a browser is tests/test_conso
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -114,6 +115,7 @@ async def test_a_read_only_console_is_told_so(app_with):
         ("DELETE", "/queues/q/messages", None),
         ("DELETE", "/queues/q", None),
         ("POST", "/queues/q/redrive", {}),
+        ("PATCH", "/queues/q", {"max_messages": 1}),
         ("GET", "/stream", None),
     ],
 )
@@ -131,6 +133,51 @@ async def test_a_read_only_console_may_look(app_with, path):
     client = await app_with(console="read-only")
     await client.post("/queues", json={"name": "q"})
     assert (await client.get(path, headers=BROWSER)).status in (200, 204)
+
+
+async def test_a_read_only_console_cannot_change_a_queues_limits(app_with):
+    client = await app_with(console="read-only")
+    await client.post("/queues", json={"name": "q", "max_messages": 5})
+    response = await client.patch("/queues/q", json={"max_messages": None}, headers=BROWSER)
+    assert response.status == 403
+    assert (await (await client.get("/queues/q")).json())["max_messages"] == 5
+
+
+async def test_the_console_may_change_a_queues_limits(app_with):
+    """What the page's limits form sends: only the edited settings, null clearing a limit."""
+    client = await app_with()
+    await client.post("/queues", json={"name": "q", "max_messages": 5, "max_rate": 100})
+    response = await client.patch(
+        "/queues/q", json={"max_messages": None, "overflow": "drop_oldest"}, headers=BROWSER
+    )
+    assert response.status == 200
+    queue = await response.json()
+    assert (queue["max_messages"], queue["overflow"], queue["max_rate"]) == (None, "drop_oldest", 100)
+
+
+def console_script() -> str:
+    return (Path(console.__file__).parent / "console.js").read_text()
+
+
+async def test_every_queue_field_the_console_shows_is_in_the_api(app_with):
+    """The page reads queue.FIELD and queue.counters.FIELD: each is in GET /queues' reply."""
+    client = await app_with()
+    await client.post("/queues", json={"name": "q"})
+    queue = (await (await client.get("/queues")).json())["queues"][0]
+    script = console_script()
+    fields = set(re.findall(r"\bqueue\.([a-z_]+)\b", script)) - {"counters"}
+    counters = set(re.findall(r"\bqueue\.counters\.([a-z_]+)\b", script))
+    assert {"message_ttl", "max_messages", "max_bytes", "overflow", "max_in_flight", "max_rate"} <= fields
+    assert {"expired", "dropped", "refused"} <= counters
+    assert fields <= set(queue) and counters <= set(queue["counters"])
+
+
+def test_the_limits_form_changes_settings_a_patch_may_clear():
+    """An empty field is sent as null: every limit of the form must be one null clears."""
+    limits = re.search(r"const LIMITS = \[(.*?)\];", console_script(), re.S).group(1)
+    fields = set(re.findall(r'field: "([a-z_]+)"', limits))
+    assert fields == {"message_ttl", "max_messages", "max_bytes", "max_in_flight", "max_rate"}
+    assert fields <= contract.CLEARABLE and "overflow" in contract.SETTINGS_FIELDS
 
 
 def test_every_route_either_reads_or_writes():

@@ -90,6 +90,24 @@ def said(page):
     return page.locator("main [role=status]")
 
 
+def fact(page, term: str):
+    """The value the page shows beside ``term`` in its lists of facts."""
+    term_xpath = f"//dl[contains(@class, 'facts')]/dt[normalize-space()='{term}']"
+    return page.locator(f"xpath={term_xpath}/following-sibling::dd[1]")
+
+
+def create(daemon: MqdProcess, name: str, **settings) -> None:
+    status, body, _ = daemon.call("POST", "/queues", {"name": name, **settings})
+    assert status == 201, body
+
+
+def send(daemon: MqdProcess, queue: str, content, **fields) -> int:
+    """Sends one message over HTTP; the reply's status (429: the queue is full and refuses it)."""
+    status, body, _ = daemon.call("POST", f"/queues/{queue}/messages", {"content": content, **fields})
+    assert status in (201, 429), body
+    return status
+
+
 # -- the overview ---------------------------------------------------------------------------------
 
 
@@ -235,6 +253,141 @@ def test_redrive_moves_dead_letters_home(page, daemon):
     assert cli(daemon, "receive", "jobs").stdout == "poison\n"
 
 
+# -- a queue's settings, limits and losses ------------------------------------------------------------
+
+
+def test_a_queues_page_shows_its_settings(page, daemon):
+    create(daemon, "orders.dlq")
+    create(
+        daemon,
+        "orders",
+        max_attempts=3,
+        dead_letter_queue="orders.dlq",
+        dedup_window=90,
+        message_ttl=3600,
+        max_messages=5,
+        max_bytes=1000,
+        overflow="drop_oldest",
+        max_in_flight=2,
+        max_rate=100,
+    )
+    send(daemon, "orders", "abc")  # 5 bytes of content: "abc" as JSON
+    page.goto(daemon.url + "/console/#/queues/orders")
+    expect(fact(page, "Max messages")).to_have_text("5")
+    expect(fact(page, "Overflow")).to_have_text("drop_oldest: the oldest make room")
+    expect(fact(page, "Max rate")).to_have_text("100 per second")
+    expect(fact(page, "Max bytes")).to_have_text("1,000 bytes")
+    expect(fact(page, "Max in flight")).to_have_text("2 leased at once")
+    expect(fact(page, "Message TTL")).to_have_text("1 h")
+    expect(fact(page, "Idempotency window")).to_have_text("90 s")
+    expect(fact(page, "Max attempts")).to_have_text("3")
+    expect(fact(page, "Dead-letter queue")).to_have_text("orders.dlq")
+    expect(fact(page, "Messages")).to_have_text("1 of 5")  # held, against the limit
+    expect(fact(page, "Bytes")).to_have_text("5 of 1,000")
+    page.goto(daemon.url + "/console/#/queues/orders.dlq")  # a queue without limits says so
+    expect(fact(page, "Dead letters of")).to_have_text("orders")
+    for term in ("Max messages", "Max bytes", "Max in flight", "Max rate"):
+        expect(fact(page, term)).to_have_text("no limit")
+    expect(fact(page, "Overflow")).to_have_text("reject: sends are refused")
+    expect(fact(page, "Message TTL")).to_have_text("none: messages never expire")
+    expect(fact(page, "Idempotency window")).to_have_text("5 min")
+    expect(fact(page, "Messages")).to_have_text("0")
+
+
+def test_expired_dropped_and_refused_messages_are_counted(page, daemon):
+    create(daemon, "short", message_ttl=0.2)  # mqd sweeps expired messages away every second
+    create(daemon, "small", max_messages=1, overflow="drop_oldest")
+    create(daemon, "full", max_messages=1)  # overflow reject
+    for n in range(2):
+        send(daemon, "short", n)
+    for n in range(3):
+        send(daemon, "small", n)
+    assert [send(daemon, "full", n) for n in range(2)] == [201, 429]
+    page.goto(daemon.url + "/console/#/queues/short")
+    expect(fact(page, "Since mqd started")).to_have_text("2 expired · 0 dropped · 0 refused")
+    expect(fact(page, "Ready")).to_have_text("0")
+    page.goto(daemon.url + "/console/#/queues/small")
+    expect(fact(page, "Since mqd started")).to_have_text("0 expired · 2 dropped · 0 refused")
+    expect(fact(page, "Messages")).to_have_text("1 of 1")
+    expect(page.locator("ol.messages pre")).to_have_text("2")  # the newest stayed
+    page.goto(daemon.url + "/console/#/queues/full")
+    expect(fact(page, "Since mqd started")).to_have_text("0 expired · 0 dropped · 1 refused")
+    counters = {name: depth(daemon, name)["counters"] for name in ("short", "small", "full")}
+    assert [(c["expired"], c["dropped"], c["refused"]) for c in counters.values()] == [
+        (2, 0, 0),
+        (0, 2, 0),
+        (0, 0, 1),
+    ]
+
+
+def open_limits(page):
+    page.locator("summary", has_text="Change the limits").click()
+    expect(page.get_by_role("button", name="Save limits")).to_be_visible()
+
+
+def test_limits_are_changed_from_the_page_and_only_those_edited(page, daemon):
+    create(daemon, "orders", max_messages=5, max_rate=100, max_in_flight=4, message_ttl=60)
+    page.goto(daemon.url + "/console/#/queues/orders")
+    expect(page.get_by_role("button", name="Save limits")).to_be_hidden()  # folded away at first
+    open_limits(page)
+    expect(page.get_by_label("Max messages", exact=True)).to_have_value("5")
+    expect(page.get_by_label("Max rate (per second)")).to_have_value("100")
+    expect(page.get_by_label("Overflow")).to_have_value("reject")
+    # Changed elsewhere while the page is open: the field not edited follows, and is not put back.
+    assert daemon.call("PATCH", "/queues/orders", {"max_in_flight": 7})[0] == 200
+    expect(page.get_by_label("Max in flight")).to_have_value("7")
+    page.get_by_label("Max messages", exact=True).fill("")  # empty: no limit
+    page.get_by_label("Max rate (per second)").fill("2.5")
+    page.get_by_label("Overflow").select_option("drop_oldest")
+    page.get_by_role("button", name="Save limits").click()
+    changed = "Changed: max_messages = no limit, max_rate = 2.5, overflow = drop_oldest."
+    expect(said(page)).to_have_text(changed)
+    queue = depth(daemon, "orders")
+    assert (queue["max_messages"], queue["max_rate"], queue["overflow"]) == (None, 2.5, "drop_oldest")
+    assert (queue["max_in_flight"], queue["message_ttl"]) == (7, 60)
+    expect(fact(page, "Max messages")).to_have_text("no limit")
+    expect(fact(page, "Max rate")).to_have_text("2.5 per second")
+    expect(fact(page, "Overflow")).to_have_text("drop_oldest: the oldest make room")
+    page.get_by_role("button", name="Save limits").click()
+    expect(said(page)).to_have_text("Nothing to change: edit a limit first.")
+    page.get_by_label("Max in flight").fill("many")
+    page.get_by_role("button", name="Save limits").click()
+    expect(said(page)).to_have_text("Max in flight: many is not a number (empty is no limit).")
+    page.get_by_label("Max in flight").fill("0")  # mqd judges the range, and says why not
+    page.get_by_role("button", name="Save limits").click()
+    expect(said(page)).to_contain_text("Not changed: ")
+    expect(said(page)).to_contain_text("max_in_flight")
+    assert depth(daemon, "orders")["max_in_flight"] == 7
+
+
+def test_peeked_messages_show_their_priority_and_group_as_text(page, sqlite_daemon):
+    """What the page makes of peek's optional fields (a reply of mqd's shape, given by the test)."""
+    create(sqlite_daemon, "orders")
+    hostile = "<b>cust-1</b>"
+    messages = [
+        {"id": 2, "content": "urgent", "attempts": 0, "enqueued_at": 1e9, "priority": 7, "group": hostile},
+        {"id": 1, "content": "plain", "attempts": 1, "enqueued_at": 1e9},
+    ]
+    page.route("**/queues/orders/peek*", lambda route: route.fulfill(json={"messages": messages}))
+    page.goto(sqlite_daemon.url + "/console/#/queues/orders")
+    meta = page.locator("ol.messages .meta")
+    expect(meta.nth(0)).to_contain_text(f"#2 · attempts 0 · priority 7 · group {hostile} · ")
+    expect(meta.nth(1)).to_contain_text("#1 · attempts 1 · ")
+    expect(meta.nth(1)).not_to_contain_text("priority")
+    expect(meta.nth(1)).not_to_contain_text("group")
+    assert page.locator("main b").count() == 0
+
+
+def test_peek_shows_the_priority_and_group_mqd_gives(page, daemon):
+    create(daemon, "orders")
+    send(daemon, "orders", "plain")
+    send(daemon, "orders", "urgent", priority=7, group="cust-1")
+    page.goto(daemon.url + "/console/#/queues/orders")
+    first = page.locator("ol.messages li").nth(0)
+    expect(first.locator("pre")).to_have_text('"urgent"')  # higher priority first
+    expect(first.locator(".meta")).to_contain_text("priority 7 · group cust-1", timeout=3000)
+
+
 # -- safe by default --------------------------------------------------------------------------------
 
 
@@ -339,12 +492,19 @@ def test_a_read_only_console_offers_no_change_and_mqd_refuses_one(page, mqd):
     page.goto(daemon.url + "/console/#/queues/orders")
     expect(page.get_by_text("This console is read-only")).to_be_visible()
     expect(page.locator("ol.messages pre")).to_have_text('"kept"')
-    for action in ("Send", "Purge…", "Delete…"):
+    expect(fact(page, "Max messages")).to_have_text("no limit")  # settings are shown, not changed
+    for action in ("Send", "Purge…", "Delete…", "Save limits"):
         expect(page.get_by_role("button", name=action)).to_have_count(0)
+    expect(page.get_by_text("Change the limits")).to_have_count(0)
     status = page.evaluate(
         """fetch('/queues/orders/messages', {method: 'DELETE'}).then(response => response.status)"""
     )
     assert status == 403 and depth(daemon, "orders")["ready"] == 1
+    status = page.evaluate(
+        """fetch('/queues/orders', {method: 'PATCH', headers: {'Content-Type': 'application/json'},
+        body: '{"max_messages": 1}'}).then(response => response.status)"""
+    )
+    assert status == 403 and depth(daemon, "orders")["max_messages"] is None
 
 
 # -- accessible and plain -------------------------------------------------------------------------------
@@ -383,6 +543,14 @@ def test_every_action_is_reachable_and_works_with_the_keyboard_alone(page, sqlit
     tab_to(page, "Send")
     page.keyboard.press("Enter")
     expect(said(page)).to_have_text("Sent: message 2.")
+    tab_to(page, "Change the limits")
+    page.keyboard.press("Enter")
+    tab_to(page, "#limit-max_messages")
+    page.keyboard.type("3")
+    tab_to(page, "Save limits")
+    page.keyboard.press("Enter")
+    expect(said(page)).to_have_text("Changed: max_messages = 3.")
+    assert depth(sqlite_daemon, "jobs.dlq")["max_messages"] == 3
     page.keyboard.press("Shift+Tab")
     tab_to(page, "Purge…")
     page.keyboard.press("Enter")
@@ -418,6 +586,8 @@ def test_at_200_percent_zoom_nothing_needs_a_wide_screen(browser, sqlite_daemon)
             page.goto(sqlite_daemon.url + path)
             expect(page.locator("dl.facts").first).to_be_visible()
             expect(page.locator("table, ol.messages").first).to_be_visible()
+            if "#/queues/" in path:
+                open_limits(page)
             overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
             assert overflow <= 0, f"{path} is {overflow} px wider than the window"
     finally:
