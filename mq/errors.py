@@ -123,6 +123,7 @@ BY_CODE: dict[str, type[ApiError]] = {
     "unauthorized": Unauthorized,
     "forbidden": Forbidden,
     "queue_not_found": QueueNotFound,
+    "exchange_not_found": QueueNotFound,
     "receipt_not_found": ReceiptNotFound,
     "subscription_not_found": SubscriptionNotFound,
     "conflict": Conflict,

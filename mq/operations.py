@@ -143,6 +143,33 @@ class Operations:
         """Move dead letters back where they came from: {"moved": n, "queues": {name: n}}."""
         return self._call(Call("POST", queue_path(name, "/redrive"), _json))
 
+    # -- exchanges: one send, a copy in each queue bound -----------------------------------------
+
+    def bind_exchange(self, name: str, queues: Iterable[str]):
+        """Make exchange ``name`` deliver into exactly ``queues`` (declared if new); (the exchange,
+        whether it was created now)."""
+        body = _dumps({"queues": list(queues)})
+        return self._call(
+            Call("PUT", "/exchanges/" + quote(name), lambda status, raw: (decode(raw), status == 201), body)
+        )
+
+    def exchanges(self):
+        """Every exchange: [{"name": ..., "queues": [...]}]."""
+        return self._call(Call("GET", "/exchanges", lambda status, raw: decode(raw)["exchanges"]))
+
+    def delete_exchange(self, name: str):
+        return self._call(Call("DELETE", "/exchanges/" + quote(name), _nothing))
+
+    def publish(self, exchange: str, content: Any = None, **options: Any):
+        """Send one message into every queue of ``exchange``, in one commit (all or nothing);
+        its ids by queue. Options as for ``send``."""
+        body = message_body(content, **options).encode()
+
+        def ids(status: int, raw: bytes) -> dict[str, int]:
+            return {queue: sent["ids"][0] for queue, sent in decode(raw)["queues"].items()}
+
+        return self._call(Call("POST", "/exchanges/" + quote(exchange) + "/messages", ids, body))
+
     # -- moving messages between daemons ---------------------------------------------------------
 
     def export(self, after: int = 0, count: int = 1000):

@@ -105,7 +105,7 @@ def _explain_refusal(exc: ApiError, meta: dict[str, Any]) -> tuple[str, int]:
         return exc.message, EXIT_NOT_ALLOWED
     if exc.code == "queue_not_found" and queue:
         return f"queue '{queue}' does not exist — create it with: mqctl create {queue}", EXIT_NOT_FOUND
-    if exc.code in ("queue_not_found", "receipt_not_found", "route_not_found"):
+    if exc.code in ("queue_not_found", "receipt_not_found", "route_not_found", "exchange_not_found"):
         return exc.message, EXIT_NOT_FOUND
     if exc.code == "queue_full":
         return exc.message, EXIT_QUEUE_FULL
@@ -547,6 +547,71 @@ def info(ctx, queue, url, as_json) -> None:
         click.echo("\n".join(f"{k.ljust(width)}  {'-' if v is None else v}" for k, v in body.items()))
     else:
         click.echo(output.tab_separated(list(body.items())))
+
+
+@cli.command()
+@click.argument("exchange")
+@click.argument("queues", nargs=-1, metavar="[QUEUE]...", shell_complete=_complete_queues)
+@click.option("--delete", "remove", is_flag=True, help="Delete EXCHANGE (its queues stay).")
+@url_option
+@json_option("Print the exchanges as JSON.")
+@click.pass_context
+def exchange(ctx, exchange, queues, remove, url, as_json) -> None:
+    """Make EXCHANGE deliver a copy of each message sent to it into each QUEUE (exactly these);
+    without QUEUEs, show what it delivers into (see mqctl publish, docs/policies.md)."""
+    client = _client(ctx)
+    if remove:
+        if queues:
+            raise click.UsageError("--delete takes no QUEUE")
+        client.delete_exchange(exchange)
+        click.echo(f"deleted exchange '{exchange}'")
+        return
+    if queues:
+        body, created = client.bind_exchange(exchange, queues)
+        verb = "created" if created else "changed"
+        click.echo(
+            output.json_line(body)
+            if as_json
+            else f"{verb} exchange '{exchange}': {', '.join(body['queues'])}"
+        )
+        return
+    found = next((e for e in client.exchanges() if e["name"] == exchange), None)
+    if found is None:
+        _fail(
+            f"exchange '{exchange}' does not exist — create it with: mqctl exchange {exchange} QUEUE...",
+            EXIT_NOT_FOUND,
+        )
+    click.echo(output.json_line(found) if as_json else "\n".join(found["queues"]))
+
+
+@cli.command()
+@click.argument("exchange")
+@click.argument("message", required=False)
+@click.option("--json", "as_json", is_flag=True, help="The message is a JSON value, not a string.")
+@click.option("--key", help="Idempotency key (per queue, as for send).")
+@click.option("--priority", type=click.IntRange(0, MAX_PRIORITY), default=0, help="0 (default) to 9.")
+@click.option("--group", help="The group of each copy, in its queue.")
+@click.option("--ttl", type=click.FloatRange(0.001, MAX_TTL_SECONDS), help="Seconds each copy may wait.")
+@url_option
+@click.pass_context
+def publish(ctx, exchange, message, as_json, key, priority, group, ttl, url) -> None:
+    """Send MESSAGE (or standard input) into every queue of EXCHANGE in one commit; prints
+    "QUEUE<TAB>ID" for each copy."""
+    from . import sending
+
+    if message is None:
+        message = sending.read_one_message(sys.stdin)
+    options = {
+        name: value for name, value in {"priority": priority, "group": group, "ttl": ttl}.items() if value
+    }
+    if as_json:
+        problem = sending.json_problem(message)
+        if problem:
+            raise click.UsageError(f"MESSAGE is not JSON ({problem})")
+        ids = _client(ctx).publish(exchange, json_text=message, key=key, **options)
+    else:
+        ids = _client(ctx).publish(exchange, message, key=key, **options)
+    click.echo(output.tab_separated(list(ids.items())))
 
 
 @cli.command()

@@ -28,6 +28,7 @@ from .broker import Broker
 from .errors import (
     DataCorrupt,
     DataDirectoryError,
+    ExchangeNotFound,
     Forbidden,
     InternalError,
     InvalidArgument,
@@ -54,6 +55,7 @@ STATUS_OF_ERROR: dict[type[MqError], int] = {
     Unauthorized: 401,
     Forbidden: 403,
     QueueNotFound: 404,
+    ExchangeNotFound: 404,
     ReceiptNotFound: 404,
     QueueConflict: 409,
     NotSupported: 409,
@@ -188,6 +190,40 @@ async def update_queue(request: web.Request) -> web.Response:
         raise InvalidArgument(f"Name the settings to change: {', '.join(contract.SETTINGS_FIELDS)}.")
     await _broker(request).update_queue(name, parsing.changes(body))
     return _queue_reply(request, await _broker(request).queue_stats(name))
+
+
+# -- exchanges ----------------------------------------------------------------------------------
+
+
+async def list_exchanges(request: web.Request) -> web.Response:
+    parsing.check_query(request)
+    found = await _broker(request).exchanges()
+    return json_reply({"exchanges": [{"name": name, "queues": queues} for name, queues in found.items()]})
+
+
+async def bind_exchange(request: web.Request) -> web.Response:
+    parsing.check_query(request)
+    name = _name(request)
+    queues = parsing.binding(await parsing.read_object(request, {"queues"}))
+    created = await _broker(request).bind(name, queues)
+    return json_reply({"name": name, "queues": list(dict.fromkeys(queues))}, 201 if created else 200)
+
+
+async def delete_exchange(request: web.Request) -> web.Response:
+    parsing.check_query(request)
+    await _broker(request).unbind(_name(request))
+    return web.Response(status=204)
+
+
+async def publish_messages(request: web.Request) -> web.Response:
+    parsing.check_query(request)
+    name = _name(request)
+    messages, _ = await parsing.read_send(request)
+    results = await _broker(request).publish(name, messages)
+    body = ",".join(
+        f"{replies.dumps(queue)}:{replies.ids_json(r.ids, r.duplicates)}" for queue, r in results.items()
+    )
+    return json_reply('{"queues":{' + body + "}}", 201)
 
 
 async def list_queues(request: web.Request) -> web.Response:

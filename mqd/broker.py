@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from .errors import (
+    ExchangeNotFound,
     InvalidArgument,
     MqError,
     QueueConflict,
@@ -238,11 +239,13 @@ class Broker(StoreListener):
 
         async def send(queue: Queue) -> tuple[Queue, SendResult]:
             settings = queue.settings
-            stored = messages
-            if settings.message_ttl is not None and any(m.ttl is None for m in messages):
-                stored = [m if m.ttl is not None else m._replace(ttl=settings.message_ttl) for m in messages]
             result = await self.store.send(
-                queue.id, stored, now, settings.dedup_window, settings.limit, queue.dead_letter_queue_id
+                queue.id,
+                self._with_ttl(queue, messages),
+                now,
+                settings.dedup_window,
+                settings.limit,
+                queue.dead_letter_queue_id,
             )
             return queue, result
 
@@ -258,9 +261,14 @@ class Broker(StoreListener):
             return
         if sending.exception() is not None:
             if isinstance(sending.exception(), QueueFull):
-                self.counters_for(name).refused += 1
+                self.counters_for(sending.exception().name).refused += 1
             return
         queue, result = sending.result()
+        self._count_sent(name, queue, messages, now, result)
+
+    def _count_sent(
+        self, name: str, queue: Queue, messages: Sequence[NewMessage], now: float, result: SendResult
+    ) -> None:
         self.counters_for(name).sent += result.duplicates.count(False)
         if result.dropped:
             self._removed(name, queue, result.dropped, dropped=True)
@@ -271,6 +279,75 @@ class Broker(StoreListener):
         ]
         if delays:
             self._lines.note_hidden(queue.id, now + min(delays))
+
+    @staticmethod
+    def _with_ttl(queue: Queue, messages: Sequence[NewMessage]) -> Sequence[NewMessage]:
+        """The messages as the queue keeps them: its message_ttl for those sent without a ttl."""
+        ttl = queue.settings.message_ttl
+        if ttl is None or all(m.ttl is not None for m in messages):
+            return messages
+        return [m if m.ttl is not None else m._replace(ttl=ttl) for m in messages]
+
+    # -- exchanges: one send, a copy in each queue bound -----------------------------------------
+
+    async def bind(self, exchange: str, queues: Sequence[str]) -> bool:
+        """Make ``exchange`` deliver into exactly ``queues``; whether it is new."""
+        bound = [await self.queue(name) for name in dict.fromkeys(queues)]
+        try:
+            created = await self.store.bind(exchange, [queue.id for queue in bound])
+        except QueueGone as gone:
+            name = next(queue.name for queue in bound if queue.id == gone.queue_id)
+            self._queues.pop(name, None)
+            raise QueueNotFound(name) from None
+        log.info("exchange '%s' bound to %s", exchange, ", ".join(q.name for q in bound))
+        return created
+
+    async def unbind(self, exchange: str) -> None:
+        if not await self.store.unbind(exchange):
+            raise ExchangeNotFound(exchange)
+        log.info("exchange '%s' deleted", exchange)
+
+    async def exchanges(self) -> dict[str, list[str]]:
+        return {name: [q.name for q in bound] for name, bound in (await self.store.exchanges()).items()}
+
+    async def publish(self, exchange: str, messages: Sequence[NewMessage]) -> dict[str, SendResult]:
+        """Send ``messages`` into every queue ``exchange`` is bound to, in one commit: each copy
+        with its own id and its own life there, or none at all if one queue refuses them."""
+        if self._closing:
+            raise ShuttingDown("mqd is shutting down; send again once it is back.")
+        bound = (await self.store.exchanges()).get(exchange)
+        if not bound:
+            raise ExchangeNotFound(exchange)
+        now = self.clock()
+        sends = [
+            (
+                queue.id,
+                self._with_ttl(queue, messages),
+                now,
+                queue.settings.dedup_window,
+                queue.settings.limit,
+                queue.dead_letter_queue_id,
+            )
+            for queue in bound
+        ]
+        publishing = asyncio.ensure_future(self.store.fan_out(sends))
+        publishing.add_done_callback(functools.partial(self._published, bound, messages, now))
+        try:
+            results = await asyncio.shield(publishing)
+        except QueueGone as gone:  # deleted meanwhile (its bindings went with it): nothing stored
+            raise QueueNotFound(next(q.name for q in bound if q.id == gone.queue_id)) from None
+        return {queue.name: result for queue, result in zip(bound, results, strict=True)}
+
+    def _published(self, bound: list[Queue], messages, now: float, publishing: asyncio.Future) -> None:
+        if publishing.cancelled():
+            return
+        if publishing.exception() is not None:
+            refused = publishing.exception()
+            if isinstance(refused, QueueFull):
+                self.counters_for(refused.name).refused += 1
+            return
+        for queue, result in zip(bound, publishing.result(), strict=True):
+            self._count_sent(queue.name, queue, messages, now, result)
 
     async def receive(
         self,

@@ -297,6 +297,7 @@ EXPORTED_FIELDS = {
     "group": GROUP,
     "expires_at": Number("expires_at", 0, 1e11, description="When it expires unless received (or null)."),
 }
+MAX_BOUND_QUEUES = 100  # queues one exchange delivers into
 RECEIPT_PATTERN = re.compile(r"[1-9][0-9]{0,17}\.[0-9a-f]{1,64}")
 
 SETTINGS_FIELDS = {
@@ -550,6 +551,32 @@ SCHEMAS: dict[str, Any] = {
             },
         }
     ),
+    "Binding": _object(
+        {
+            "queues": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_BOUND_QUEUES,
+                "items": QUEUE_NAME.schema(),
+                "description": "The queues a send to the exchange delivers into (a copy each).",
+            }
+        },
+        additionalProperties=False,
+    ),
+    "Exchange": _object(
+        {"name": {"type": "string"}, "queues": {"type": "array", "items": {"type": "string"}}}
+    ),
+    "Exchanges": _object({"exchanges": {"type": "array", "items": _ref("Exchange")}}),
+    "Published": _object(
+        {
+            "queues": {
+                "type": "object",
+                "additionalProperties": _ref("SentBatch"),
+                "description": "By queue bound: the ids of its copies (one per message, in order) and "
+                "the positions of those whose idempotency key repeated an earlier send there.",
+            }
+        }
+    ),
     "Purged": _object({"purged": {"type": "integer"}}),
     "Redriven": _object(
         {
@@ -628,6 +655,7 @@ BAD = Reply(
     ("invalid_request", "invalid_name"),
 )
 NO_QUEUE = Reply("No such queue.", "Error", ("queue_not_found",))
+NO_EXCHANGE = Reply("No such exchange.", "Error", ("exchange_not_found",))
 NO_RECEIPT = Reply(
     "No such queue, or the receipt is unknown or its lease has ended.",
     "Error",
@@ -738,6 +766,62 @@ ROUTES: tuple[Route, ...] = (
             **BODY,
         },
         body="QueueSettings",
+    ),
+    Route(
+        "GET",
+        "/exchanges",
+        "listExchanges",
+        "exchanges",
+        "Every exchange and the queues it delivers into",
+        {200: Reply("The exchanges, by name.", "Exchanges")},
+    ),
+    Route(
+        "PUT",
+        "/exchanges/{name}",
+        "bindExchange",
+        "exchanges",
+        "Declare an exchange, or change it: a send to it delivers a copy into each of these queues",
+        {
+            201: Reply("Created.", "Exchange"),
+            200: Reply("It existed: it now delivers into these queues.", "Exchange"),
+            400: BAD,
+            404: NO_QUEUE,
+            **BODY,
+        },
+        body="Binding",
+    ),
+    Route(
+        "DELETE",
+        "/exchanges/{name}",
+        "deleteExchange",
+        "exchanges",
+        "Delete an exchange (its queues and their messages stay)",
+        {204: Reply("Deleted."), 400: BAD, 404: NO_EXCHANGE},
+    ),
+    Route(
+        "POST",
+        "/exchanges/{name}/messages",
+        "publishMessages",
+        "exchanges",
+        "Send one message, or a batch, into every queue of the exchange, in one commit (all or nothing)",
+        {
+            201: Reply("Stored in every queue bound: the ids by queue.", "Published"),
+            400: BAD,
+            404: Reply(
+                "No such exchange, or a queue of it was deleted meanwhile.",
+                "Error",
+                ("exchange_not_found", "queue_not_found"),
+            ),
+            **BODY,
+            429: Reply(
+                "A queue bound is at its max_messages or max_bytes and refuses more: nothing was "
+                "stored in any queue; retry after Retry-After.",
+                "Error",
+                ("queue_full",),
+            ),
+        },
+        body="Send",
+        header_key=True,
     ),
     Route(
         "GET",
@@ -886,6 +970,9 @@ WRITING = {
     "backupStore",  # writes its copy beside the store before sending it
     "createQueue",
     "updateQueue",
+    "bindExchange",
+    "deleteExchange",
+    "publishMessages",
     "deleteQueue",
     "sendMessages",
     "receiveMessages",
@@ -902,6 +989,7 @@ READING = {
     "getMetrics",
     "getOpenApi",
     "listQueues",
+    "listExchanges",
     "getQueue",
     "peekMessages",
     "exportMessages",

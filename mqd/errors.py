@@ -42,6 +42,14 @@ class QueueNotFound(MqError):
         self.name = name
 
 
+class ExchangeNotFound(MqError):
+    code = "exchange_not_found"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"Exchange '{name}' does not exist.")
+
+
 class QueueGone(MqError):
     """A store was asked about a queue (by its id) that no longer exists: deleted, perhaps on
     another node. The broker looks the name up again; clients see QueueNotFound."""

@@ -122,6 +122,14 @@ def changes(body: dict[str, Any], *, clear: bool = True) -> dict[str, Any]:
 _DEFAULTS = {field.name: field.default for field in dataclasses.fields(QueueSettings)}
 
 
+def binding(body: dict[str, Any]) -> list[str]:
+    """The queues of an exchange's binding, checked."""
+    queues = body.get("queues")
+    if not isinstance(queues, list) or not 1 <= len(queues) <= contract.MAX_BOUND_QUEUES:
+        raise InvalidArgument(f"'queues' must be a list of 1 to {contract.MAX_BOUND_QUEUES} queue names.")
+    return [queue_name(queue) for queue in queues]
+
+
 SEND_FIELDS = {"content", "messages", *contract.MESSAGE_FIELDS}
 MESSAGE_FIELDS = frozenset({"content", *contract.MESSAGE_FIELDS})
 

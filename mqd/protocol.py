@@ -54,6 +54,7 @@ ERROR_CODES = {
     "unauthorized": "the access token is missing or wrong (401)",
     "forbidden": "the request came from a web page of another site (403)",
     "queue_not_found": "no queue of that name (404)",
+    "exchange_not_found": "no exchange of that name (404)",
     "receipt_not_found": "the receipt is unknown or its lease has ended (404)",
     "route_not_found": "no such route (404)",
     "method_not_allowed": "the route does not take this method (405)",

@@ -115,6 +115,27 @@ class Store(abc.ABC):
     async def find_queue(self, name: str) -> Queue | None:
         """The queue of that name, or None."""
 
+    # -- exchanges: one send, a copy in each queue bound ---------------------------------------
+
+    @abc.abstractmethod
+    async def bind(self, exchange: str, queue_ids: Sequence[int]) -> bool:
+        """Make ``exchange`` deliver into exactly these queues; whether it is new. QueueGone if
+        one of them is."""
+
+    @abc.abstractmethod
+    async def unbind(self, exchange: str) -> bool:
+        """Remove an exchange (its queues stay); whether it existed."""
+
+    @abc.abstractmethod
+    async def exchanges(self) -> dict[str, list[Queue]]:
+        """Every exchange and the queues it is bound to, by name (a read)."""
+
+    @abc.abstractmethod
+    async def fan_out(self, sends: Sequence[tuple]) -> list[SendResult]:
+        """Several sends, each ``(queue_id, messages, now, dedup_window, limit, dead-letter
+        queue id)`` as ``send`` takes them, committed together or not at all: the first refusal
+        (QueueFull, QueueGone) is raised and nothing is stored."""
+
     # -- messages (writes) ------------------------------------------------------------------------
 
     @abc.abstractmethod

@@ -188,6 +188,15 @@ class BatchedPrimitives:
     ) -> Settled:
         return await self._write("ack", self._writes.acks, (queue_id, message_id, token, now, announce))
 
+    async def bind(self, exchange: str, queue_ids: Sequence[int]) -> bool:
+        return await self._write(object(), self._writes.binds, (exchange, sorted(set(queue_ids))))
+
+    async def unbind(self, exchange: str) -> bool:
+        return await self._write(object(), self._writes.unbinds, exchange)
+
+    async def fan_out(self, sends: Sequence[tuple]) -> list:
+        return await self._write(object(), self._writes.fan_outs, sends)  # alone: all or nothing
+
     async def update_queue(self, queue_id: int, settings: QueueSettings) -> Queue:
         return await self._write(object(), self._writes.updates, (queue_id, settings))  # alone
 

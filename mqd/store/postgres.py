@@ -332,6 +332,20 @@ class PostgresStore(BatchedPrimitives, Store):
         kind = ("take", queue_id, lease is None, caps)  # one set of caps per group
         return await self._write(kind, takes, (count, now, lease, dead_letter, caps))
 
+    async def exchanges(self) -> dict[str, list[Queue]]:
+        s = self.schema
+        rows = await self._read(
+            lambda connection: connection.fetch(
+                f"""SELECT b.exchange, {postgres_writes.QUEUE_COLUMNS} FROM {s}.exchange_bindings b
+                    JOIN {s}.queues q ON q.id = b.queue_id LEFT JOIN {s}.queues d ON d.id = q.dead_letter_queue_id
+                    ORDER BY b.exchange, q.name"""
+            )
+        )
+        found: dict[str, list[Queue]] = {}
+        for row in rows:
+            found.setdefault(row["exchange"], []).append(postgres_writes.queue_of(row))
+        return found
+
     async def expiring(self, now: float) -> list[str]:
         s = self.schema
         rows = await self._read(

@@ -13,7 +13,8 @@ recorded. Every node of a deployment runs the same mqd version: stop them all to
   messages.
 - 4: imports (mqctl import's progress per source and queue: the last exported id stored).
 - 5: the queue policies (docs/policies.md): a message's priority, group and expiry, a queue's
-  settings for them, its bytes of content (beside its depth), and max_rate's token buckets.
+  settings for them, its bytes of content (beside its depth), max_rate's token buckets, and
+  exchanges (fan-out), as their bindings to queues.
 """
 
 from __future__ import annotations
@@ -123,6 +124,12 @@ CREATE TABLE {s}.queue_buckets (
     tokens   double precision NOT NULL,
     at       double precision NOT NULL
 );
+CREATE TABLE {s}.exchange_bindings (
+    exchange text NOT NULL,
+    queue_id bigint NOT NULL,
+    PRIMARY KEY (exchange, queue_id)
+);
+CREATE INDEX exchange_bindings_by_queue ON {s}.exchange_bindings (queue_id);
 """
 
 

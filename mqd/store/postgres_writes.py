@@ -165,6 +165,7 @@ class Writes:
         await connection.execute(
             f"""WITH gone AS (DELETE FROM {s}.messages WHERE queue_id = $1),
                      keys AS (DELETE FROM {s}.idempotency_keys WHERE queue_id = $1),
+                     bindings AS (DELETE FROM {s}.exchange_bindings WHERE queue_id = $1),
                      depths AS (DELETE FROM {s}.queue_depths WHERE queue_id = $1),
                      orphans AS (UPDATE {s}.messages SET dead_letter_source_id = NULL WHERE dead_letter_source_id = $1)
                 DELETE FROM {s}.queues WHERE id = $1""",
@@ -218,6 +219,51 @@ class Writes:
         for home, count in moved.items():
             tx.notify("ready", home, count)
         return [(homes[home], count) for home, count in moved.items() if home in homes]
+
+    # -- exchanges -------------------------------------------------------------------------------
+
+    async def binds(self, tx: Changes, requests: list[tuple[str, list[int]]]) -> list:
+        s, results = self.s, []
+        for exchange, queue_ids in requests:
+            present = await tx.connection.fetch(
+                f"SELECT id FROM {s}.queues WHERE id = ANY($1::bigint[]) ORDER BY id FOR KEY SHARE", queue_ids
+            )
+            if missing := sorted(set(queue_ids) - {row["id"] for row in present}):
+                results.append(QueueGone(missing[0]))
+                continue
+            row = await tx.connection.fetchrow(
+                f"""WITH gone AS (DELETE FROM {s}.exchange_bindings WHERE exchange = $1 RETURNING 1),
+                         made AS (INSERT INTO {s}.exchange_bindings SELECT $1, q FROM unnest($2::bigint[]) AS q)
+                    SELECT count(*) AS found FROM gone""",
+                exchange,
+                queue_ids,
+            )
+            results.append(row["found"] == 0)
+        return results
+
+    async def unbinds(self, tx: Changes, requests: list[str]) -> list:
+        return [
+            await tx.connection.fetchval(
+                f"WITH gone AS (DELETE FROM {self.s}.exchange_bindings WHERE exchange = $1 RETURNING 1) "
+                "SELECT count(*) > 0 FROM gone",
+                exchange,
+            )
+            for exchange in requests
+        ]
+
+    async def fan_outs(self, tx: Changes, requests: list) -> list:
+        """Each request: sends to several queues, all or nothing (a refusal raises: the
+        transaction is committed again without it)."""
+        results = []
+        for sends in requests:
+            outcome = []
+            for queue_id, *send in sends:
+                (result,) = await self.sends(tx, [tuple(send)], queue_id=queue_id)
+                if isinstance(result, Exception):
+                    raise result
+                outcome.append(result)
+            results.append(outcome)
+        return results
 
     # -- sending ---------------------------------------------------------------------------------
 

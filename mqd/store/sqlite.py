@@ -314,6 +314,9 @@ class SQLiteStore(BatchedPrimitives, Store):
         takes = functools.partial(self._writes.takes, queue_id=queue_id)
         return await self._write(("take", queue_id), takes, (count, now, lease, dead_letter, caps))
 
+    async def exchanges(self) -> dict[str, list[Queue]]:
+        return await self._reader.run(sqlite_reads.exchanges)
+
     async def expiring(self, now: float) -> list[str]:
         return await self._reader.run(functools.partial(sqlite_removals.expiring_queues, now=now))
 

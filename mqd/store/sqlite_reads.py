@@ -49,6 +49,16 @@ def find_queue(connection: sqlite3.Connection, name: str) -> Queue | None:
     return _queue(row, {dlq_id: dlq[0]} if dlq else {})
 
 
+def exchanges(connection: sqlite3.Connection) -> dict[str, list[Queue]]:
+    queues = {queue.id: queue for queue in all_queues(connection)}
+    found: dict[str, list[Queue]] = {}
+    for exchange, queue_id in connection.execute(
+        "SELECT exchange, queue_id FROM exchange_bindings ORDER BY exchange"
+    ):
+        found.setdefault(exchange, []).append(queues[queue_id])
+    return {name: sorted(bound, key=lambda q: q.name) for name, bound in found.items()}
+
+
 def stats(connection: sqlite3.Connection, now: float, queue_id: int | None) -> list[QueueStats]:
     queues = all_queues(connection)
     if queue_id is not None:

@@ -22,8 +22,9 @@ CREATE TABLE imports (
 """
 
 # 3: the queue policies (docs/policies.md): a message's priority, group and expiry; a queue's
-# settings for them and its bytes of content. Ready messages are found by priority, then id; a
-# group's next message by one seek; expired ones by one walk over those that can expire.
+# settings for them and its bytes of content; exchanges (fan-out), as their bindings to queues.
+# Ready messages are found by priority, then id; a group's next message by one seek; expired
+# ones by one walk over those that can expire.
 _POLICIES = """
 ALTER TABLE queues ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE queues ADD COLUMN message_ttl REAL;
@@ -41,10 +42,15 @@ DROP INDEX messages_by_visibility;
 CREATE INDEX messages_by_visibility ON messages (queue_id, visible_at, priority DESC);
 CREATE INDEX messages_by_group ON messages (queue_id, grp) WHERE grp IS NOT NULL;
 CREATE INDEX messages_by_expiry ON messages (expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE exchange_bindings (
+    exchange TEXT NOT NULL,
+    queue_id INTEGER NOT NULL,
+    PRIMARY KEY (exchange, queue_id)
+) WITHOUT ROWID;
+CREATE INDEX exchange_bindings_by_queue ON exchange_bindings (queue_id);
 """
 
-SCHEMA_1 = (
-    """
+SCHEMA_1 = """
 CREATE TABLE queues (
     id                   INTEGER PRIMARY KEY AUTOINCREMENT,
     name                 TEXT NOT NULL UNIQUE,
@@ -76,9 +82,7 @@ CREATE TABLE idempotency_keys (
     PRIMARY KEY (queue_id, key)
 ) WITHOUT ROWID;
 CREATE INDEX idempotency_keys_by_expiry ON idempotency_keys (expires_at);
-"""
-
-)  # the tables as version 1 made them
+"""  # the tables as version 1 made them
 SCHEMA = SCHEMA_1 + _IMPORTS + _POLICIES
 
 # version -> what brings a store of the version before it to it. 2: imports (mqctl import's

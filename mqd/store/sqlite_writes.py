@@ -300,6 +300,7 @@ class Writes:
             return DeadLetterQueueInUse(queue.name, users)
         connection.execute("DELETE FROM messages WHERE queue_id = ?", (queue_id,))
         connection.execute("DELETE FROM idempotency_keys WHERE queue_id = ?", (queue_id,))
+        connection.execute("DELETE FROM exchange_bindings WHERE queue_id = ?", (queue_id,))
         connection.execute(
             "UPDATE messages SET dead_letter_source_id = NULL WHERE dead_letter_source_id = ?", (queue_id,)
         )
@@ -345,6 +346,44 @@ class Writes:
             removals.count(connection, to_id, count, size)
             moved[to_id] = moved.get(to_id, 0) + count
         return [(self.queues[to_id], count) for to_id, count in moved.items()]
+
+    # -- exchanges -------------------------------------------------------------------------------
+
+    def binds(self, connection, requests: list[tuple[str, list[int]]]) -> list:
+        results = []
+        for exchange, queue_ids in requests:
+            if missing := [queue_id for queue_id in queue_ids if queue_id not in self.queues]:
+                results.append(QueueGone(missing[0]))
+                continue
+            found = connection.execute(
+                "DELETE FROM exchange_bindings WHERE exchange = ?", (exchange,)
+            ).rowcount
+            connection.executemany(
+                "INSERT INTO exchange_bindings VALUES (?, ?)",
+                [(exchange, queue_id) for queue_id in queue_ids],
+            )
+            results.append(found == 0)
+        return results
+
+    def unbinds(self, connection, requests: list[str]) -> list:
+        return [
+            connection.execute("DELETE FROM exchange_bindings WHERE exchange = ?", (exchange,)).rowcount > 0
+            for exchange in requests
+        ]
+
+    def fan_outs(self, connection, requests: list[Sequence[tuple]]) -> list:
+        """Each request: sends to several queues, all or nothing (a refusal raises: the group,
+        alone in its savepoint, is undone)."""
+        results = []
+        for sends in requests:
+            outcome = []
+            for queue_id, *send in sends:
+                (result,) = self.sends(connection, [tuple(send)], queue_id=queue_id)
+                if isinstance(result, Exception):
+                    raise result
+                outcome.append(result)
+            results.append(outcome)
+        return results
 
     # -- sending ---------------------------------------------------------------------------------
 
