@@ -9,9 +9,9 @@ import pytest
 
 from mqd.broker import Broker
 from mqd.errors import DataCorrupt, QueueNotFound, StorageUnavailable
-from mqd.model import ExportedMessage, NewMessage, QueueSettings
+from mqd.model import ExportedMessage, NewMessage, QueueSettings, content_checksum
 from mqd.store.postgres import PostgresStore
-from mqd.store.postgres_migrations import SCHEMA_VERSION
+from mqd.store.postgres_migrations import SCHEMA_VERSION, tables
 
 from . import postgres
 from .helpers import until_waiting
@@ -50,17 +50,26 @@ async def test_a_schema_from_a_newer_mqd_is_refused(url):
 
 
 async def test_an_older_schema_is_upgraded_its_functions_dropped_and_depths_counted(url):
-    store = PostgresStore(url)
-    await store.open()
-    broker = Broker(store)
-    await broker.create_queue("q", QueueSettings())
-    await broker.send("q", [NewMessage('"kept"'), NewMessage('"too"')])
+    store = PostgresStore(url)  # for its URL and schema name only
     s = store.schema
-    await store._pool.execute(f"UPDATE {s}.schema_version SET version = 2")  # as version 2 left it:
-    await store._pool.execute(f"DROP TABLE {s}.queue_depths")  # no counters,
-    await store._pool.execute(f"DROP TABLE {s}.imports")  # no imports,
-    await store._pool.execute(f"CREATE FUNCTION {s}.receive() RETURNS integer LANGUAGE sql AS 'SELECT 1'")
-    await store.close()
+    connection = await asyncpg.connect(store.url)
+    try:  # the tables as version 2 left them: no counters, no imports, no policies; a function
+        await connection.execute(f"CREATE SCHEMA {s}; {tables(s)}")
+        await connection.execute(
+            f"""CREATE TABLE {s}.schema_version (version integer NOT NULL);
+                INSERT INTO {s}.schema_version VALUES (2);
+                INSERT INTO {s}.queues (name, created_at, dedup_window) VALUES ('q', 1, 300);
+                CREATE FUNCTION {s}.receive() RETURNS integer LANGUAGE sql AS 'SELECT 1'"""
+        )
+        for content in ('"kept"', '"too"'):
+            await connection.execute(
+                f"INSERT INTO {s}.messages (queue_id, visible_at, enqueued_at, checksum, content) "
+                "SELECT id, 0, 1, $1, $2 FROM {s}.queues".replace("{s}", s),
+                content_checksum(content),
+                content,
+            )
+    finally:
+        await connection.close()
     upgraded = PostgresStore(url)
     await upgraded.open()
     try:
@@ -71,7 +80,9 @@ async def test_an_older_schema_is_upgraded_its_functions_dropped_and_depths_coun
         assert functions == 0
         assert (await upgraded.totals()).messages == 2  # counted from the rows, once
         broker = Broker(upgraded)
-        assert [d.content for d in await broker.receive("q", count=5)] == ['"kept"', '"too"']
+        assert (await broker.queue_stats("q")).bytes == 11
+        await broker.send("q", [NewMessage('"urgent"', priority=9)])  # the new columns
+        assert [d.content for d in await broker.receive("q", count=5)] == ['"urgent"', '"kept"', '"too"']
     finally:
         await upgraded.close()
 

@@ -122,63 +122,73 @@ class _Taking:
         self.page: deque = deque()
         self.dead_lettered = 0
         self.expired = 0
+        self.removed = self.removed_bytes = 0  # delivered without a lease, not yet counted
+
+    def finish(self) -> None:
+        """Count what was removed, once for the batch."""
+        removals.count(self.connection, self.queue_id, -self.removed, -self.removed_bytes)
 
     def take(self, count: int, lease: Lease | None, rule: DeadLetterRule | None) -> list[Delivery]:
+        """Up to ``count`` messages, a page at a time: the next ready ones, each page's expired
+        and exhausted messages removed and the others delivered; a group's next message whose
+        turn came meanwhile is in line for the next page (as PostgreSQL's one statement per
+        page does it)."""
         deliveries: list[Delivery] = []
         while len(deliveries) < count:
-            rows = self._usable(count - len(deliveries), rule)
-            if not rows:
-                break
-            deliveries += self._deliver(rows, lease, len(deliveries))
-        self.wanted -= count
-        return deliveries
-
-    def _usable(self, count: int, rule: DeadLetterRule | None) -> list:
-        """Up to ``count`` rows to deliver; expired and exhausted ones met first are removed."""
-        while True:
+            need = count - len(deliveries)
             if not self.page:
                 self.page.extend(
-                    sqlite_reads.ready_rows(self.connection, self.queue_id, max(count, self.wanted))
+                    sqlite_reads.ready_rows(self.connection, self.queue_id, max(need, self.wanted))
                 )
-                if not self.page:
-                    return []
+            chunk = [self.page.popleft() for _ in range(min(need, len(self.page)))]
+            if not chunk:
+                break
             usable, expired, exhausted = [], [], []
-            while self.page and len(usable) < count:
-                row = self.page.popleft()
+            for row in chunk:
                 if row[removals.EXPIRES_AT] is not None and row[removals.EXPIRES_AT] <= self.now:
                     expired.append(row)
                 elif rule is not None and row[removals.ATTEMPTS] >= rule.max_attempts:
                     exhausted.append(row)
                 else:
                     usable.append(row)
-            dead_letter_queue_id = rule.queue_id if rule is not None else None
-            self.expired += len(expired)
-            for removed in (expired, exhausted):
-                self.dead_lettered += removals.remove(
-                    self.connection, self.queue_id, removed, dead_letter_queue_id, self.now
-                ).dead_lettered
-            if exhausted:
-                log.info(
-                    "moved %s from queue %d to its dead-letter queue",
-                    counted(len(exhausted), "message"),
-                    self.queue_id,
-                )
+            if expired or exhausted:
+                self._remove(expired, exhausted, rule)
             if usable:
-                return usable
+                deliveries += self._deliver(usable, lease, len(deliveries))
+        self.wanted -= count
+        return deliveries
+
+    def _remove(self, expired: list, exhausted: list, rule: DeadLetterRule | None) -> None:
+        dead_letter_queue_id = rule.queue_id if rule is not None else None
+        self.expired += len(expired)
+        for removed in (expired, exhausted):
+            if removed:
+                outcome = removals.remove(
+                    self.connection, self.queue_id, removed, dead_letter_queue_id, self.now
+                )
+                self.dead_lettered += outcome.dead_lettered
+                if outcome.promoted:
+                    self.page.clear()  # a group's next message is in line now: read it in its place
+        if exhausted:
+            log.info(
+                "moved %s from queue %d to its dead-letter queue",
+                counted(len(exhausted), "message"),
+                self.queue_id,
+            )
 
     def _deliver(self, rows: list, lease: Lease | None, offset: int) -> list[Delivery]:
         """Remove ``rows`` (no lease: the next of their groups get their turn) or lease them."""
         R = removals
         if lease is None:
             self.connection.executemany("DELETE FROM messages WHERE id = ?", [(row[R.ID],) for row in rows])
-            R.count(
-                self.connection,
-                self.queue_id,
-                -len(rows),
-                -sum(content_bytes(row[R.CONTENT]) for row in rows),
-            )
+            self.removed += len(rows)
+            self.removed_bytes += sum(content_bytes(row[R.CONTENT]) for row in rows)
             groups = [row[R.GROUP] for row in rows if row[R.GROUP] is not None]
-            R.promote(self.connection, self.queue_id, groups, self.now)
+            if groups:
+                R.count(self.connection, self.queue_id, -self.removed, -self.removed_bytes)
+                self.removed = self.removed_bytes = 0
+                if R.promote(self.connection, self.queue_id, groups, self.now):
+                    self.page.clear()
             return [
                 Delivery(
                     row[R.ID],
@@ -545,7 +555,9 @@ class Writes:
             return [QueueGone(queue_id)] * len(requests)
         now = max(request[1] for request in requests)
         _make_due_ready(connection, queue_id, now)
-        taking = _Taking(connection, queue_id, now, sum(request[0] for request in requests))
+        capped = any(request[4] is not None for request in requests)
+        wanted = 0 if capped else sum(request[0] for request in requests)  # one page for all
+        taking = _Taking(connection, queue_id, now, wanted)
         results = []
         for count, _, lease, rule, caps in requests:
             allowed = self._allowed(connection, queue_id, now, count, lease, caps)
@@ -570,6 +582,7 @@ class Writes:
                 )
             )
             taking.dead_lettered = taking.expired = 0  # reported once, with the first result
+        taking.finish()
         return results
 
     def _bucket(self, queue_id: int, rate: float, now: float) -> Bucket:

@@ -69,7 +69,7 @@ class QueueModel:
     def __init__(self, settings: ModelSettings, now: float) -> None:
         self.settings = settings
         self.messages: list[ModelMessage] = []
-        self.dead_letters: list[int] = []  # values, in the order they arrived there
+        self.dead_letters: list[ModelMessage] = []  # in the dead-letter queue, as they were
         self.next_id = 1
         self.next_token = 1
         self.expired = self.dropped = 0
@@ -116,8 +116,8 @@ class QueueModel:
     def remove(self, message: ModelMessage) -> None:
         """Out of the queue by policy: to the dead-letter queue if there is one."""
         self.messages.remove(message)
-        if self.settings.dead_letter:
-            self.dead_letters.append(message.value)
+        if self.settings.dead_letter:  # in line there by priority, then id (its own, kept)
+            self.dead_letters.append(message)
 
     def allowed(self, count: int, lease: float | None, now: float) -> int:
         if self.settings.max_in_flight is not None and lease is not None:
@@ -130,39 +130,36 @@ class QueueModel:
         return count
 
     def receive(self, count: int, lease: float | None, now: float) -> list[tuple[int, int, int | None]]:
-        """Messages in line by priority, then age; a receive reads the line a page (``count``) at
-        a time, so a group's next message whose turn came during it follows that page."""
+        """Messages in line by priority, then age, a page at a time: a page is the next ones in
+        line, as many as are still wanted; its expired and exhausted messages are removed, the
+        others delivered; a group's next message whose turn came meanwhile is in the next page."""
         count = self.allowed(count, lease, now)
         taken: list[tuple[int, int, int | None]] = []
-        page: list[ModelMessage] = []
         while len(taken) < count:
+            page = self.ready(now)[: count - len(taken)]
             if not page:
-                page = self.ready(now)[:count]
-                if not page:
-                    break
-            usable = []
-            while page and len(usable) < count - len(taken):
-                message = page.pop(0)
+                break
+            for message in page:
                 if message.expires_at is not None and message.expires_at <= now:
                     self.remove(message)
                     self.expired += 1
                 elif self.settings.dead_letter and message.attempts >= 2:
                     self.remove(message)
                 else:
-                    usable.append(message)
-            for message in usable:
-                message.attempts += 1
-                message.expires_at = None
-                if lease is None:
-                    self.messages.remove(message)
-                    taken.append((message.value, message.attempts, None))
-                else:
-                    message.visible_at, message.token = now + lease, self.next_token
-                    self.next_token += 1
-                    taken.append((message.value, message.attempts, message.token))
+                    taken.append(self.deliver(message, lease, now))
         if self.settings.max_rate is not None:
             self.tokens -= len(taken)
         return taken
+
+    def deliver(self, message: ModelMessage, lease: float | None, now: float) -> tuple[int, int, int | None]:
+        message.attempts += 1
+        message.expires_at = None
+        if lease is None:
+            self.messages.remove(message)
+            return message.value, message.attempts, None
+        message.visible_at, message.token = now + lease, self.next_token
+        self.next_token += 1
+        return message.value, message.attempts, message.token
 
     def sweep(self, now: float) -> None:
         """The broker's expiry sweep: every message waiting past its expiry goes."""
@@ -307,7 +304,8 @@ class BrokerMatchesModel(RuleBasedStateMachine):
         assert stats.leased == sum(1 for m in hidden if m.token is not None)
         assert stats.bytes == sum(len(str(m.value)) for m in messages)
         dead = self.run(self.broker.peek("dlq", 1000))
-        assert [int(d.content) for d in dead] == self.model.dead_letters
+        in_line = sorted(self.model.dead_letters, key=lambda m: (-m.priority, m.id))
+        assert [int(d.content) for d in dead] == [m.value for m in in_line]
 
 
 class BrokerOnPostgresMatchesModel(BrokerMatchesModel):
