@@ -117,6 +117,19 @@ class Metrics:
                 ("delayed", stats.delayed),
             ):
                 out.append(f'mq_queue_messages{{queue="{name}",state="{state}"}} {value}')
+        family(
+            "mq_queue_bytes", "gauge", "Bytes of content in a queue, in every state (what max_bytes counts)."
+        )
+        out += [f'mq_queue_bytes{{queue="{_label(s.queue.name)}"}} {s.bytes}' for s in queues]
+        family("mq_queue_limit", "gauge", "A queue's policy limits, those set (docs/policies.md).")
+        for stats in queues:
+            settings = stats.queue.settings
+            for limit in ("max_messages", "max_bytes", "max_in_flight", "max_rate", "message_ttl"):
+                value = getattr(settings, limit)
+                if value is not None:
+                    out.append(
+                        f'mq_queue_limit{{queue="{_label(stats.queue.name)}",limit="{limit}"}} {value:g}'
+                    )
         family("mq_queue_dead_lettered", "gauge", "Messages of a queue now waiting in its dead-letter queue.")
         out += [f'mq_queue_dead_lettered{{queue="{_label(s.queue.name)}"}} {s.dead_lettered}' for s in queues]
         family("mq_queue_oldest_ready_age_seconds", "gauge", "Age of a queue's oldest ready message.")
@@ -133,7 +146,10 @@ class Metrics:
             ("returned", "Messages taken for a receiver that left before its reply was written, put back."),
             ("acked", "Leased messages acknowledged."),
             ("released", "Leased messages released early."),
-            ("dead_lettered", "Messages moved to a dead-letter queue."),
+            ("dead_lettered", "Messages moved to a dead-letter queue (attempts used up, expired, dropped)."),
+            ("expired", "Messages that waited past their ttl (dead-lettered, or dropped without a DLQ)."),
+            ("dropped", "Messages that made room in a full queue (overflow drop_oldest)."),
+            ("refused", "Sends refused because the queue was full (overflow reject)."),
         ):
             family(f"mq_messages_{field}_total", "counter", help_text)
             for stats in queues:

@@ -74,6 +74,16 @@ def test_the_readme_tour_runs_as_written(started, tmp_path):
     assert "nothing came: exit 1" in out and '"content":"over HTTP"' in out
 
 
+def test_the_readme_policies_run_as_written(started, tmp_path):
+    (block,) = sh_blocks(README, "Queue policies")
+    result = run_script(block, started, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "created queue 'jobs'" in result.stdout
+    assert "created exchange 'events': jobs, audit" in result.stdout
+    copies = [line.split("\t")[0] for line in result.stdout.splitlines() if "\t" in line]
+    assert copies == ["audit", "jobs"]
+
+
 def test_the_curl_tour_runs_as_written(started, tmp_path):
     (block,) = sh_blocks(DOCS / "api.md", "A tour with curl")
     result = run_script(block, started, tmp_path)

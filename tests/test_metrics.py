@@ -89,3 +89,21 @@ async def test_process_figures(traffic):
 
 async def test_the_stores_health_is_a_metric(traffic):
     assert value(traffic, "mq_store_up") == 1 and value(traffic, "mq_store_failed") == 0
+
+
+async def test_policies_show_their_limits_and_counts(client):
+    await client.post(
+        "/queues", json={"name": "bounded", "max_messages": 2, "overflow": "drop_oldest", "max_rate": 5}
+    )
+    for number in range(3):
+        await client.post("/queues/bounded/messages", json={"content": number})
+    await client.post("/queues", json={"name": "strict", "max_bytes": 3})
+    await client.post("/queues/strict/messages", json={"content": "too long"})
+    samples = parse(await (await client.get("/metrics")).text())
+    assert value(samples, "mq_queue_limit", queue="bounded", limit="max_messages") == 2
+    assert value(samples, "mq_queue_limit", queue="bounded", limit="max_rate") == 5
+    assert ("mq_queue_limit", frozenset({("queue", "bounded"), ("limit", "max_in_flight")})) not in samples
+    assert value(samples, "mq_queue_bytes", queue="bounded") == 2  # "1" and "2"
+    assert value(samples, "mq_messages_dropped_total", queue="bounded") == 1
+    assert value(samples, "mq_messages_refused_total", queue="strict") == 1
+    assert value(samples, "mq_messages_expired_total", queue="strict") == 0
