@@ -110,9 +110,12 @@ class Bucket:
     def spend(self, deliveries: int) -> Bucket:
         return Bucket(self.tokens - deliveries, self.at)
 
-    def next_token_at(self, rate: float) -> float:
-        """When the next whole token will be there."""
-        return self.at + max(0.0, 1.0 - self.tokens) / rate
+    def next_token_at(self, rate: float, wanted: int = 1) -> float:
+        """When ``wanted`` deliveries may go (as many as the bucket holds at most): a receiver
+        that asked for many is woken once a batch of them can go, not for every token, so a
+        capped queue answers a few full replies a second rather than many of one message."""
+        enough = min(float(wanted), self.capacity(rate))
+        return self.at + max(0.0, enough - self.tokens) / rate
 
 
 @dataclasses.dataclass(frozen=True)

@@ -643,13 +643,15 @@ class Writes:
                 bucket.at,
             )
         results = []
+        spent = bucket.spend(len(taken)) if bucket is not None else None
         for (count, *_), share_size in zip(requests, allowed, strict=True):
             share, taken = taken[:share_size], taken[share_size:]
             capped = share_size < count and len(share) == share_size
             capped_until = None
-            if capped and bucket is not None and caps.max_rate is not None:
-                spent = bucket.spend(len(share))
-                capped_until = spent.next_token_at(caps.max_rate) if spent.whole == 0 else None
+            if capped and spent is not None and caps.max_rate is not None:
+                capped_until = (
+                    spent.next_token_at(caps.max_rate, count - len(share)) if spent.whole == 0 else None
+                )
             results.append(TakeResult(share, dead, expired, capped_until, capped))
             dead = expired = 0
         return results

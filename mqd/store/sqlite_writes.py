@@ -585,7 +585,7 @@ class Writes:
                 and caps.max_rate is not None
                 and len(deliveries) == allowed
             ):
-                capped_until = self.buckets[queue_id].next_token_at(caps.max_rate)
+                capped_until = self.buckets[queue_id].next_token_at(caps.max_rate, count - len(deliveries))
             results.append(
                 TakeResult(
                     deliveries,
