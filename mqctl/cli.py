@@ -25,6 +25,7 @@ import click
 from mq import ApiError, BadUrl, Client, ConnectionFailed, MqError, Timeout
 from mqd import __version__
 from mqd.protocol import (
+    CLEARABLE_SETTINGS,
     DEFAULT_DATA_DIR,
     DEFAULT_URL,
     MAX_ATTEMPTS,
@@ -442,15 +443,6 @@ SETTING_OPTIONS = (
     ),
     click.option("--max-in-flight", type=click.IntRange(1), help="The most messages leased at once."),
     click.option("--max-rate", type=click.FloatRange(0.01, MAX_RATE), help="The most deliveries per second."),
-)
-CLEARABLE_SETTINGS = (
-    "max_attempts",
-    "dead_letter_queue",
-    "message_ttl",
-    "max_messages",
-    "max_bytes",
-    "max_in_flight",
-    "max_rate",
 )
 
 

@@ -313,15 +313,7 @@ SETTINGS_FIELDS = {
 }
 QUEUE_FIELDS = {"name": QUEUE_NAME, **SETTINGS_FIELDS}
 # The settings a change may clear with null (the others go back to their defaults).
-CLEARABLE = {
-    "max_attempts",
-    "dead_letter_queue",
-    "message_ttl",
-    "max_messages",
-    "max_bytes",
-    "max_in_flight",
-    "max_rate",
-}
+CLEARABLE = set(protocol.CLEARABLE_SETTINGS)
 MESSAGE_FIELDS = {
     "delay": DELAY,
     "key": KEY,

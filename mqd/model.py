@@ -144,6 +144,11 @@ class QueueSettings:
         if self.overflow not in OVERFLOWS:
             raise InvalidArgument(f"'overflow' must be one of {', '.join(OVERFLOWS)}, not {self.overflow!r}.")
 
+    def stored(self) -> tuple:
+        """The settings as the stores keep them, in ``STORED_SETTINGS``' order (the dead-letter
+        queue is kept as an id, by the store)."""
+        return tuple(getattr(self, name) for name in STORED_SETTINGS)
+
     @property
     def limit(self) -> Limit | None:
         """What a send must fit within, if the queue is bounded."""
@@ -160,6 +165,19 @@ class QueueSettings:
 
     def describe(self) -> str:
         return ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self))
+
+
+# The settings' columns, in both stores' tables.
+STORED_SETTINGS = (
+    "max_attempts",
+    "dedup_window",
+    "message_ttl",
+    "max_messages",
+    "max_bytes",
+    "overflow",
+    "max_in_flight",
+    "max_rate",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,6 +221,13 @@ class NewMessage(NamedTuple):
     priority: int = 0  # 0-9: higher first
     group: str | None = None  # delivered in order, one leased at a time
     ttl: float | None = None  # seconds it may wait once visible (the broker puts the queue's in)
+
+    def times(self, now: float) -> tuple[float, float | None]:
+        """(visible_at, expires_at) of the message sent at ``now``: its ttl counts from when it
+        becomes visible, after its delay."""
+        visible_at = now + self.delay if self.delay > 0 else 0.0
+        expires_at = now + max(0.0, self.delay) + self.ttl if self.ttl is not None else None
+        return visible_at, expires_at
 
     @property
     def plain(self) -> bool:

@@ -44,6 +44,16 @@ MAX_GROUP_LENGTH = 256
 MAX_TTL_SECONDS = 365 * 24 * 3600
 MAX_RATE = 1_000_000  # deliveries per second a queue's max_rate may allow
 MAX_QUEUE_MESSAGES = 2**53 - 1  # the most max_messages / max_bytes / max_in_flight may say
+# The queue settings a change (PATCH, mqctl set --clear) may remove with null: the limits.
+CLEARABLE_SETTINGS = (
+    "max_attempts",
+    "dead_letter_queue",
+    "message_ttl",
+    "max_messages",
+    "max_bytes",
+    "max_in_flight",
+    "max_rate",
+)
 MAX_NESTING = 512  # levels of arrays and objects in a message's content
 
 # Every error reply is {"error": "<a sentence for people>", "code": "<one of these, for programs>"}.

@@ -93,3 +93,16 @@ def running(mq):
     mq.start()
     assert mq("create", "q").returncode == 0
     return mq
+
+
+@pytest.fixture
+def postgres_nodes(tmp_path):
+    """Three real mqd processes on one PostgreSQL schema of their own, dropped afterwards."""
+    if postgres.unavailable():
+        pytest.skip(postgres.unavailable())
+    url, schema = postgres.new_schema_url()
+    started = [MqdProcess(tmp_path / f"node{i}", "--store", url).start() for i in range(3)]
+    yield started
+    for node in started:
+        node.stop()
+    postgres.drop_schema(schema)

@@ -11,23 +11,13 @@ import pytest
 
 from mq import ApiError, Client, MqError
 
-from . import postgres
-from .helpers import MqdProcess
-
 MESSAGES = 20_000
 BATCH = 100
 
 
 @pytest.fixture
-def nodes(tmp_path):
-    if postgres.unavailable():
-        pytest.skip(postgres.unavailable())
-    url, schema = postgres.new_schema_url()
-    started = [MqdProcess(tmp_path / f"node{i}", "--store", url).start() for i in range(3)]
-    yield started
-    for node in started:
-        node.stop()
-    postgres.drop_schema(schema)
+def nodes(postgres_nodes):
+    return postgres_nodes
 
 
 def produce(url: str, numbers: range) -> None:

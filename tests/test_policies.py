@@ -294,15 +294,8 @@ def test_a_declaration_with_other_policies_conflicts(daemon):
 
 
 @pytest.fixture
-def nodes(tmp_path):
-    if postgres.unavailable():
-        pytest.skip(postgres.unavailable())
-    url, schema = postgres.new_schema_url()
-    started = [MqdProcess(tmp_path / f"node{i}", "--store", url).start() for i in range(3)]
-    yield [Client(node.url) for node in started]
-    for node in started:
-        node.stop()
-    postgres.drop_schema(schema)
+def nodes(postgres_nodes):
+    return [Client(node.url) for node in postgres_nodes]
 
 
 def test_max_in_flight_holds_across_nodes(nodes):

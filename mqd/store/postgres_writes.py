@@ -113,7 +113,7 @@ class Writes:
             name,
             now,
             settings.dead_letter_queue,
-            *_settings_row(settings),
+            *settings.stored(),
         )
         if row["made"] is not None:
             return Queue(row["made"], name, now, settings, row["dlq"]), True
@@ -137,7 +137,7 @@ class Writes:
                 RETURNING name""",
             queue_id,
             settings.dead_letter_queue,
-            *_settings_row(settings),
+            *settings.stored(),
         )
         if row is None:
             if await tx.connection.fetchval(
@@ -349,12 +349,11 @@ class Writes:
                     now,
                 )
             if earlier is None:
-                visible_at = now + message.delay if message.delay > 0 else 0.0
+                visible_at, expires_at = message.times(now)
                 if message.group is not None:
                     if message.group in taken_groups:
                         visible_at = held(visible_at)
                     taken_groups.add(message.group)
-                expires_at = now + max(0.0, message.delay) + message.ttl if message.ttl is not None else None
                 new_id = await connection.fetchval(
                     f"""INSERT INTO {s}.messages (queue_id, visible_at, attempts, enqueued_at, checksum, content,
                                                   priority, grp, expires_at)
@@ -953,19 +952,6 @@ _SETTINGS_PARAMETERS = "$4, $5, $6, $7, $8, $9, $10, $11"  # after name, created
 QUEUE_COLUMNS = "q.id, q.name, q.created_at, q.dead_letter_queue_id, d.name AS dlq, " + ", ".join(
     f"q.{column.strip()}" for column in _SETTINGS.split(",")
 )
-
-
-def _settings_row(settings: QueueSettings) -> tuple:
-    return (
-        settings.max_attempts,
-        settings.dedup_window,
-        settings.message_ttl,
-        settings.max_messages,
-        settings.max_bytes,
-        settings.overflow,
-        settings.max_in_flight,
-        settings.max_rate,
-    )
 
 
 def _is_plain(message: NewMessage) -> bool:

@@ -20,6 +20,7 @@ from pathlib import Path
 from ..errors import DeadLetterQueueInUse, QueueFull, QueueGone, QueueNotFound, StorageFull
 from ..logs import counted
 from ..model import (
+    STORED_SETTINGS,
     Bucket,
     Caps,
     DeadLetterRule,
@@ -54,26 +55,11 @@ _INSERT_SQL = {
 }
 
 
-_SETTINGS = (
-    "max_attempts, dedup_window, message_ttl, max_messages, max_bytes, overflow, max_in_flight, max_rate"
-)
+_SETTINGS = ", ".join(STORED_SETTINGS)
 _FULL_INSERT = (
     "INSERT INTO messages (id, queue_id, visible_at, attempts, enqueued_at, checksum, content, priority, "
     "grp, expires_at) VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?, ?)"
 )
-
-
-def _settings_row(settings: QueueSettings) -> tuple:
-    return (
-        settings.max_attempts,
-        settings.dedup_window,
-        settings.message_ttl,
-        settings.max_messages,
-        settings.max_bytes,
-        settings.overflow,
-        settings.max_in_flight,
-        settings.max_rate,
-    )
 
 
 class _Plan:
@@ -275,7 +261,7 @@ class Writes:
         cursor = connection.execute(
             f"INSERT INTO queues (name, created_at, dead_letter_queue_id, {_SETTINGS}) "
             f"VALUES (?, ?, ?, {', '.join('?' * _SETTINGS.count(',') + '?')})",
-            (name, now, dlq_id, *_settings_row(settings)),
+            (name, now, dlq_id, *settings.stored()),
         )
         queue = Queue(cursor.lastrowid, name, now, settings, dlq_id)
         self.queues[queue.id] = queue
@@ -300,7 +286,7 @@ class Writes:
         assignments = ", ".join(f"{column.strip()} = ?" for column in _SETTINGS.split(","))
         connection.execute(
             f"UPDATE queues SET dead_letter_queue_id = ?, {assignments} WHERE id = ?",
-            (dlq_id, *_settings_row(settings), queue_id),
+            (dlq_id, *settings.stored(), queue_id),
         )
         if settings.max_rate != queue.settings.max_rate:
             self.buckets.pop(queue_id, None)
@@ -503,8 +489,7 @@ class Writes:
                     continue
             message_id = self.next_id
             self.next_id += 1
-            visible_at = now + message.delay if message.delay > 0 else 0.0
-            expires_at = now + max(0.0, message.delay) + message.ttl if message.ttl is not None else None
+            visible_at, expires_at = message.times(now)
             if message.group is not None and plan.group_taken(connection, queue_id, message.group):
                 visible_at = held(visible_at)
             ready += visible_at == 0.0
