@@ -39,7 +39,16 @@ class Receiver:
 class Line:
     """The receivers waiting on one queue, and the timer for its next hidden message."""
 
-    __slots__ = ("generation", "receivers", "timer", "timer_at", "timer_known", "timer_query", "waiting")
+    __slots__ = (
+        "generation",
+        "noted_at",
+        "receivers",
+        "timer",
+        "timer_at",
+        "timer_known",
+        "timer_query",
+        "waiting",
+    )
 
     def __init__(self) -> None:
         self.receivers = 0  # receivers inside a receive, asleep or looking
@@ -49,6 +58,7 @@ class Line:
         self.timer_at: float | None = None  # wall-clock time the timer stands for
         self.timer_known = False  # whether timer_at reflects the store's earliest hidden message
         self.timer_query: asyncio.Task | None = None
+        self.noted_at: float | None = None  # told of while the store was being asked
 
 
 class Lines:
@@ -141,6 +151,8 @@ class Lines:
             return
         if line.timer_known and (line.timer_at is None or visible_at < line.timer_at):
             self._arm(queue_id, line, visible_at)
+        elif not line.timer_known and line.timer_query is not None:  # the store's answer may predate it
+            line.noted_at = visible_at if line.noted_at is None else min(line.noted_at, visible_at)
 
     def note_capped(self, queue_id: int, until: float) -> None:
         """The queue's caps hold deliveries back until ``until`` (max_rate's next token): wake
@@ -161,6 +173,9 @@ class Lines:
             visible_at = None
         finally:
             line.timer_query = None
+        if line.noted_at is not None:
+            visible_at = line.noted_at if visible_at is None else min(visible_at, line.noted_at)
+            line.noted_at = None
         line.timer_known = True
         if visible_at is not None and (line.timer_at is None or visible_at < line.timer_at):
             self._arm(queue_id, line, visible_at)

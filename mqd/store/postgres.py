@@ -105,7 +105,9 @@ def store_failure(exc: BaseException) -> MqError | None:
         if state.startswith("08") or state in _UNAVAILABLE:
             return StorageUnavailable(f"Lost the connection to PostgreSQL ({exc}); retry shortly.")
         return None
-    if isinstance(exc, OSError | asyncpg.InterfaceError | ConnectionError):
+    if isinstance(exc, OSError | asyncpg.InterfaceError | ConnectionError | asyncpg.InternalClientError):
+        # (InternalClientError: a connection the server ended, met while asyncpg was still in the
+        # middle of its previous exchange on it; the pool replaces it)
         return StorageUnavailable(f"Lost the connection to PostgreSQL ({exc}); retry shortly.")
     return None
 

@@ -26,6 +26,15 @@ def count(connection: sqlite3.Connection, queue_id: int, messages: int, size: in
         )
 
 
+def make_due_ready(connection: sqlite3.Connection, queue_id: int, now: float) -> None:
+    """Leases and delays that ran out by ``now``: ready, in their original place."""
+    connection.execute(
+        "UPDATE messages SET visible_at = 0, lease_token = NULL "
+        "WHERE queue_id = ? AND visible_at > 0 AND visible_at <= ?",
+        (queue_id, now),
+    )
+
+
 def promote(connection: sqlite3.Connection, queue_id: int, groups: Iterable[str], now: float) -> int:
     """Give each group's next message its turn: the lowest id left in the group, if it is held,
     gets its own visibility again (ready if that has come by ``now``). How many are ready."""
