@@ -20,7 +20,6 @@ from typing import TypeVar
 
 from .errors import (
     ExchangeNotFound,
-    InvalidArgument,
     MqError,
     QueueConflict,
     QueueFull,
@@ -166,13 +165,9 @@ class Broker(StoreListener):
         """Change some of a queue's settings (those not named stay as they are)."""
 
         async def update(queue: Queue) -> Queue:
-            try:
-                settings = dataclasses.replace(queue.settings, **changes)
-            except InvalidArgument as exc:  # the change does not fit the settings as they are
-                raise QueueConflict(str(exc)) from None
-            if settings.dead_letter_queue == name:
-                raise QueueConflict("A queue cannot be its own dead-letter queue.")
-            return await self.store.update_queue(queue.id, settings)
+            # Made in the store's transaction, on the settings as they are there then: two
+            # changes at once (or on two nodes) each keep what the other changed.
+            return await self.store.update_queue(queue.id, changes)
 
         try:
             queue = await self._on_queue(name, update)
@@ -619,7 +614,10 @@ class Broker(StoreListener):
         try:
             while True:
                 generation = line.generation
-                deliveries = await self._take(name, queue, count, lease, still_there)
+                current = await self.queue(name)  # its settings as they are now (a PATCH, on any node)
+                if current.id != queue.id:
+                    raise QueueNotFound(name)
+                deliveries = await self._take(name, current, count, lease, still_there)
                 if deliveries:
                     if me is not None:
                         self._lines.leave(line, me)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from . import protocol
-from .errors import InvalidArgument
+from .errors import InvalidArgument, QueueConflict
 
 Clock = Callable[[], float]  # seconds since the epoch; the broker's, passed to the stores as `now`
 
@@ -143,6 +143,17 @@ class QueueSettings:
             )
         if self.overflow not in OVERFLOWS:
             raise InvalidArgument(f"'overflow' must be one of {', '.join(OVERFLOWS)}, not {self.overflow!r}.")
+
+    def changed(self, name: str, changes: dict) -> QueueSettings:
+        """These settings with ``changes`` made, for the queue ``name``; QueueConflict if the
+        result does not hold together (the rules between fields, checked again)."""
+        try:
+            settings = dataclasses.replace(self, **changes)
+        except InvalidArgument as exc:
+            raise QueueConflict(str(exc)) from None
+        if settings.dead_letter_queue == name:
+            raise QueueConflict("A queue cannot be its own dead-letter queue.")
+        return settings
 
     def stored(self) -> tuple:
         """The settings as the stores keep them, in ``STORED_SETTINGS``' order (the dead-letter

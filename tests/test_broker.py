@@ -156,3 +156,54 @@ async def test_messages_taken_for_a_receiver_cancelled_meanwhile_are_put_back(
         await asyncio.sleep(0.01)
     (again,) = await broker.receive("q", lease=lease)
     assert (again.id, again.attempts) == (sent, 1)
+
+
+async def test_messages_given_back_to_a_group_leave_it_one_head(broker):
+    """A receiver that left gave back the group's first two messages: one is leased at a time,
+    in order, as before they were taken."""
+    await broker.create_queue("q", QueueSettings())
+    await broker.send("q", [NewMessage(f'"g{n}"', group="g") for n in range(1, 4)])
+    taken = await broker.receive("q", count=2)
+    broker.give_back("q", taken)
+    await broker.finish_returns()
+    (first,) = await broker.receive("q", count=3, lease=30)
+    assert first.content == '"g1"'
+    assert await broker.receive("q", count=3, lease=30) == []
+
+
+async def test_a_waiting_receiver_uses_settings_changed_while_it_waits(broker):
+    """Dead-lettering removed and its queue deleted while a receiver waits: the message it then
+    takes is delivered, not moved into the deleted queue."""
+    await broker.create_queue("dlq", QueueSettings())
+    await broker.create_queue("work", QueueSettings(max_attempts=1, dead_letter_queue="dlq"))
+    await broker.send("work", message("precious"))
+    (held,) = await broker.receive("work", lease=30)
+    waiting = asyncio.ensure_future(broker.receive("work", lease=30, wait=10))
+    await until_waiting(broker, 1)
+    await broker.update_queue("work", {"max_attempts": None, "dead_letter_queue": None})
+    await broker.delete_queue("dlq")
+    await broker.release("work", held.receipt, 0)
+    (again,) = await asyncio.wait_for(waiting, 10)
+    assert (again.content, again.attempts) == ("precious", 2)
+
+
+async def test_two_changes_at_once_each_keep_the_other(broker):
+    await broker.create_queue("q", QueueSettings())
+    await asyncio.gather(
+        broker.update_queue("q", {"max_messages": 100}), broker.update_queue("q", {"max_rate": 5.0})
+    )
+    settings = (await broker.queue_stats("q")).queue.settings
+    assert (settings.max_messages, settings.max_rate) == (100, 5.0)
+
+
+async def test_a_receiver_held_back_by_max_in_flight_waits_without_looking_again_and_again(broker, store):
+    """With max_rate set too but not what holds it back, the receiver sleeps until a place is
+    free, rather than asking the store again at once, over and over."""
+    commits = []
+    store.observe_commits(lambda seconds, operations: commits.append(operations))
+    await broker.create_queue("capped", QueueSettings(max_in_flight=1, max_rate=100))
+    await broker.send("capped", message("a") + message("b"))
+    await broker.receive("capped", lease=30)
+    commits.clear()
+    assert await broker.receive("capped", lease=30, wait=1) == []
+    assert len(commits) < 10

@@ -103,9 +103,10 @@ class Store(abc.ABC):
         name one that does not exist."""
 
     @abc.abstractmethod
-    async def update_queue(self, queue_id: int, settings: QueueSettings) -> Queue:
-        """Change a queue's settings (its name and id stay); QueueNotFound (of the dead-letter
-        queue) if they name one that does not exist, QueueGone if the queue is."""
+    async def update_queue(self, queue_id: int, changes: dict) -> Queue:
+        """Change some of a queue's settings, as they are when the change is made (``settings.
+        changed``: QueueConflict if the result does not hold together); QueueNotFound (of the
+        dead-letter queue) if it names one that does not exist, QueueGone if the queue is."""
 
     @abc.abstractmethod
     async def delete_queue(self, queue_id: int) -> None:

@@ -30,7 +30,7 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Protocol
 
 from ..errors import InternalError, MqError
-from ..model import Delivery, Queue, QueueSettings, Removed, Settled
+from ..model import Delivery, Queue, Removed, Settled
 
 log = logging.getLogger("mqd.store")
 
@@ -197,8 +197,8 @@ class BatchedPrimitives:
     async def fan_out(self, sends: Sequence[tuple]) -> list:
         return await self._write(object(), self._writes.fan_outs, sends)  # alone: all or nothing
 
-    async def update_queue(self, queue_id: int, settings: QueueSettings) -> Queue:
-        return await self._write(object(), self._writes.updates, (queue_id, settings))  # alone
+    async def update_queue(self, queue_id: int, changes: dict) -> Queue:
+        return await self._write(object(), self._writes.updates, (queue_id, changes))  # alone
 
     async def expire(
         self, queue_id: int, now: float, dead_letter_queue_id: int | None, limit: int

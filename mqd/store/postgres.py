@@ -52,7 +52,7 @@ DEFAULT_SCHEMA = "mq"
 RECONNECT_SECONDS = 1.0
 KEY_SWEEP_INTERVAL_SECONDS = 60.0
 BATCHES_IN_FLIGHT = 2  # transactions of one node committing at once
-DEADLOCK_RETRIES = 3  # a batch PostgreSQL chose as a deadlock's victim is committed again
+DEADLOCK_RETRIES = 5  # a batch PostgreSQL chose as a deadlock's victim is committed again
 _DISK_FULL = "53100"
 _UNAVAILABLE = {"57P01", "57P02", "57P03", "53300"}  # shut down, crashed, starting, too many connections
 
@@ -421,7 +421,8 @@ class PostgresStore(BatchedPrimitives, Store):
         row = await self._read(
             lambda connection: connection.fetchrow(
                 f"""SELECT (SELECT count(*) FROM {s}.queues) AS queues,
-                           (SELECT coalesce(sum(depth), 0)::bigint FROM {s}.queue_depths) AS messages"""
+                           (SELECT coalesce(sum(d.depth), 0)::bigint FROM {s}.queue_depths d
+                            JOIN {s}.queues q ON q.id = d.queue_id) AS messages"""
             )
         )
         return Totals(row["queues"], row["messages"])

@@ -106,6 +106,7 @@ class Sending:
         taken_groups = await self._groups_present(tx, queue_id, groups)
         dropped = None
         if limit is not None:
+            dlq_id = await self.live_queue(tx, dlq_id)
             fresh = await self._fresh(tx, queue_id, messages, now)
             dropped = await self._make_room(tx, queue_id, name, limit, fresh, dlq_id, now)
             if isinstance(dropped, QueueFull):
@@ -151,10 +152,11 @@ class Sending:
                     continue
             ids.append(earlier)
             duplicates.append(True)
+        promoted = 0
         if dropped is not None and dropped.count:  # a group's head dropped before its next came
-            await self._promote(tx, queue_id, groups, now)
+            promoted = await self._promote(tx, queue_id, groups, now)
         tx.depth(queue_id, len(stored), sum(content_bytes(m.content) for m, _ in stored))
-        ready = sum(1 for _, visible_at in stored if visible_at == 0)
+        ready = sum(1 for _, visible_at in stored if visible_at == 0) + promoted
         hidden = [visible_at for _, visible_at in stored if visible_at > 0]
         if ready:
             tx.notify("ready", queue_id, ready)

@@ -30,15 +30,20 @@ class Taking:
         those that used up their attempts met on the way are removed instead."""
         s, connection = self.s, tx.connection
         now = max(r[1] for r in requests)
-        found = await connection.fetchval(
+        rule = requests[0][3]
+        found = await connection.fetchrow(
             f"""WITH promoted AS (UPDATE {s}.messages SET visible_at = 0, lease_token = NULL
                                   WHERE queue_id = $1 AND visible_at > 0 AND visible_at <= $2 RETURNING 1)
-                SELECT EXISTS (SELECT 1 FROM {s}.queues WHERE id = $1)""",
+                SELECT EXISTS (SELECT 1 FROM {s}.queues WHERE id = $1) AS queue,
+                       EXISTS (SELECT 1 FROM {s}.queues WHERE id = $3 FOR KEY SHARE) AS dead_letter_queue""",
             queue_id,
             now,
+            rule.queue_id if rule is not None else None,
         )
-        if not found:
+        if not found["queue"]:
             return [QueueGone(queue_id)] * len(requests)
+        if rule is not None and not found["dead_letter_queue"]:
+            rule = None  # its dead-letter queue was deleted after a change of settings
         leased = requests[0][2] is not None
         caps = requests[-1][4]
         allowed = [r[0] for r in requests]
@@ -60,7 +65,6 @@ class Taking:
         wanted = sum(allowed)
         taken: list[Delivery] = []
         dead = expired = 0
-        rule = requests[0][3]
         while len(taken) < wanted:
             rows = await connection.fetch(
                 self._take_sql(leased),
@@ -197,6 +201,7 @@ class Taking:
         for queue_id, deliveries in requests:
             leased = [d for d in deliveries if d.lease_token is not None]
             removed = [d for d in deliveries if d.lease_token is None]
+            await tx.lock_groups(s, queue_id, [d.group for d in removed])
             row = await tx.connection.fetchrow(
                 f"""WITH q AS (SELECT id FROM {s}.queues WHERE id = $1 FOR KEY SHARE),
                          released AS (
@@ -215,11 +220,7 @@ class Taking:
                                         $8::bigint[], $9::text[], $11::smallint[], $12::text[], $13::double precision[])
                                  AS u(id, attempts, enqueued_at, source, checksum, content, priority, grp, expires_at)
                             WHERE EXISTS (SELECT 1 FROM q)
-                            ON CONFLICT (id) DO NOTHING RETURNING id, grp, octet_length(content) AS size),
-                         demoted AS (
-                            UPDATE {s}.messages m SET visible_at = -m.visible_at - 1 FROM stored
-                            WHERE stored.grp IS NOT NULL AND m.queue_id = $1 AND m.grp = stored.grp
-                              AND m.id > stored.id AND m.visible_at >= 0 AND m.lease_token IS NULL)
+                            ON CONFLICT (id) DO NOTHING RETURNING id, grp, octet_length(content) AS size)
                     SELECT (SELECT count(*) FROM released) AS released, (SELECT count(*) FROM stored) AS stored,
                            (SELECT coalesce(sum(size), 0) FROM stored) AS size""",
                 queue_id,
@@ -237,6 +238,7 @@ class Taking:
                 [d.expires_at for d in removed],
             )
             tx.depth(queue_id, row["stored"], row["size"])
+            await self.regroup(tx, queue_id, [d.group for d in removed])
             restored = row["released"] + row["stored"]
             if restored:
                 tx.notify("ready", queue_id, restored)
@@ -248,6 +250,7 @@ class Taking:
 
     async def _expire(self, tx: Changes, queue_id: int, now: float, dlq_id: int | None, limit: int):
         s = self.s
+        dlq_id = await self.live_queue(tx, dlq_id)
         if not await tx.connection.fetchval(
             f"SELECT EXISTS (SELECT 1 FROM {s}.queues WHERE id = $1 FOR KEY SHARE)", queue_id
         ):

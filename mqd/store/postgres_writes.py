@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from ..errors import DeadLetterQueueInUse, QueueGone, QueueNotFound
+from ..errors import DeadLetterQueueInUse, QueueConflict, QueueGone, QueueNotFound
 from ..model import (
     ExportedMessage,
     Queue,
@@ -119,16 +119,25 @@ class Writes(Sending, Taking):
             return existing, False
         return QueueNotFound(settings.dead_letter_queue)
 
-    async def updates(self, tx: Changes, requests: list[tuple[int, QueueSettings]]) -> list:
-        return [await self._update(tx, queue_id, settings) for queue_id, settings in requests]
+    async def updates(self, tx: Changes, requests: list[tuple[int, dict]]) -> list:
+        return [await self._update(tx, queue_id, changes) for queue_id, changes in requests]
 
-    async def _update(self, tx: Changes, queue_id: int, settings: QueueSettings):
-        s = self.s
+    async def _update(self, tx: Changes, queue_id: int, changes: dict):
+        """The change made to the settings as they are now: the queue's row locked, so two
+        changes at once (on any nodes) each keep the other's."""
+        s, connection = self.s, tx.connection
+        queue = await find_queue(connection, s, None, queue_id=queue_id, lock=True)
+        if queue is None:
+            return QueueGone(queue_id)
+        try:
+            settings = queue.settings.changed(queue.name, changes)
+        except QueueConflict as conflict:
+            return conflict
         assignments = ", ".join(
             f"{column.strip()} = ${n}" for n, column in enumerate(_SETTINGS.split(","), start=3)
         )
-        row = await tx.connection.fetchrow(
-            f"""WITH dlq AS (SELECT id FROM {s}.queues WHERE name = $2)
+        row = await connection.fetchrow(
+            f"""WITH dlq AS (SELECT id FROM {s}.queues WHERE name = $2 FOR KEY SHARE)
                 UPDATE {s}.queues SET dead_letter_queue_id = (SELECT id FROM dlq), {assignments}
                 WHERE id = $1 AND ($2::text IS NULL OR EXISTS (SELECT 1 FROM dlq))
                 RETURNING name""",
@@ -137,14 +146,11 @@ class Writes(Sending, Taking):
             *settings.stored(),
         )
         if row is None:
-            if await tx.connection.fetchval(
-                f"SELECT EXISTS (SELECT 1 FROM {s}.queues WHERE id = $1)", queue_id
-            ):
-                return QueueNotFound(settings.dead_letter_queue)
-            return QueueGone(queue_id)
-        await tx.connection.execute(f"DELETE FROM {s}.queue_buckets WHERE queue_id = $1", queue_id)
+            return QueueNotFound(settings.dead_letter_queue)
+        if settings.max_rate != queue.settings.max_rate:
+            await connection.execute(f"DELETE FROM {s}.queue_buckets WHERE queue_id = $1", queue_id)
         tx.notify("queue", row["name"])  # other nodes read the settings again
-        return (await queues_by_id(tx.connection, s, [queue_id]))[0]
+        return (await queues_by_id(connection, s, [queue_id]))[0]
 
     async def delete_queues(self, tx: Changes, requests: list[int]) -> list:
         return [await self._delete_queue(tx, queue_id) for queue_id in requests]
@@ -174,6 +180,9 @@ class Writes(Sending, Taking):
     async def purges(self, tx: Changes, requests: list[int]) -> list:
         results = []
         for queue_id in requests:
+            # The queue's row, locked against every send (theirs lock it FOR KEY SHARE): none is
+            # half-way through deciding a group's turn by a message this purge removes.
+            await tx.connection.execute(f"SELECT 1 FROM {self.s}.queues WHERE id = $1 FOR UPDATE", queue_id)
             row = await tx.connection.fetchrow(
                 f"""WITH gone AS (DELETE FROM {self.s}.messages WHERE queue_id = $1 RETURNING octet_length(content) AS size)
                     SELECT EXISTS (SELECT 1 FROM {self.s}.queues WHERE id = $1) AS found,
@@ -247,6 +256,34 @@ class Writes(Sending, Taking):
             )
             for exchange in requests
         ]
+
+    async def regroup(self, tx: Changes, queue_id: int, groups) -> None:
+        """Give each group one head again after messages came back into it (a receiver left
+        before it was told of them): the leased one if one is, else the oldest; every other one
+        waits. The caller holds the groups' locks."""
+        groups = sorted({g for g in groups if g is not None})
+        if groups:
+            await tx.connection.execute(
+                f"""WITH members AS (SELECT id, grp, visible_at, lease_token FROM {self.s}.messages
+                                     WHERE queue_id = $1 AND grp = ANY($2::text[]) FOR UPDATE),
+                         heads AS (SELECT grp, coalesce(min(id) FILTER (WHERE lease_token IS NOT NULL AND visible_at > 0),
+                                                        min(id)) AS id FROM members GROUP BY grp)
+                    UPDATE {self.s}.messages m SET visible_at = -m.visible_at - 1
+                    FROM members JOIN heads USING (grp)
+                    WHERE m.id = members.id AND ((m.id = heads.id AND m.visible_at < 0)
+                          OR (m.id <> heads.id AND m.lease_token IS NULL AND m.visible_at >= 0))""",
+                queue_id,
+                groups,
+            )
+
+    async def live_queue(self, tx: Changes, queue_id: int | None) -> int | None:
+        """``queue_id`` if that queue exists (kept from deletion until the transaction ends)."""
+        if queue_id is None:
+            return None
+        found = await tx.connection.fetchval(
+            f"SELECT id FROM {self.s}.queues WHERE id = $1 FOR KEY SHARE", queue_id
+        )
+        return found
 
     async def remove(self, tx: Changes, queue_id: int, rows: list, dlq_id: int | None, now: float) -> Removed:
         """Remove messages by policy (rows with id, grp and size): to the dead-letter queue
@@ -400,6 +437,12 @@ class Writes(Sending, Taking):
             *_columns(requests, 4),
         )
         promoted: dict[int, int] = {}
+        groups: dict[int, set[str]] = {}
+        for row in rows:
+            if row["grp"] is not None:
+                groups.setdefault(row["queue_id"], set()).add(row["grp"])
+        for queue_id in sorted(groups):  # every group lock of the batch, in one order
+            await tx.lock_groups(self.s, queue_id, groups[queue_id])
         for row in rows:
             tx.depth(row["queue_id"], -1, -row["size"])
             if row["grp"] is not None:
@@ -481,11 +524,16 @@ def queue_of(row) -> Queue:
     return Queue(row["id"], row["name"], row["created_at"], settings, row["dead_letter_queue_id"])
 
 
-async def find_queue(connection, schema: str, name: str) -> Queue | None:
+async def find_queue(
+    connection, schema: str, name: str | None, *, queue_id: int | None = None, lock: bool = False
+) -> Queue | None:
+    """The queue of that name (or id); with ``lock``, its row locked until the transaction ends."""
     row = await connection.fetchrow(
         f"SELECT {QUEUE_COLUMNS} FROM {schema}.queues q LEFT JOIN {schema}.queues d "
-        "ON d.id = q.dead_letter_queue_id WHERE q.name = $1",
+        "ON d.id = q.dead_letter_queue_id WHERE q.name = $1 OR q.id = $2"
+        + (" FOR NO KEY UPDATE OF q" if lock else ""),
         name,
+        queue_id,
     )
     return None if row is None else queue_of(row)
 

@@ -50,6 +50,24 @@ def promote(connection: sqlite3.Connection, queue_id: int, groups: Iterable[str]
     return promoted
 
 
+def regroup(connection: sqlite3.Connection, queue_id: int, group: str) -> None:
+    """Give a group one head again after messages came back into it (a receiver left before it
+    was told of them): the leased one if one is, else the oldest; every other one waits."""
+    members = connection.execute(
+        "SELECT id, visible_at, lease_token FROM messages WHERE queue_id = ? AND grp = ? ORDER BY id",
+        (queue_id, group),
+    ).fetchall()
+    leased = [member for member in members if member[2] is not None and member[1] > 0]
+    head = (leased or members or [(None,)])[0][0]
+    flips = [
+        (message_id,)
+        for message_id, visible_at, token in members
+        if (message_id == head and visible_at < 0)
+        or (message_id != head and token is None and visible_at >= 0)
+    ]
+    connection.executemany("UPDATE messages SET visible_at = -visible_at - 1 WHERE id = ?", flips)
+
+
 def remove(
     connection: sqlite3.Connection, queue_id: int, rows: list, dead_letter_queue_id: int | None, now: float
 ) -> Removed:

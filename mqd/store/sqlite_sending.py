@@ -93,6 +93,7 @@ class Sending:
         plan = Plan()
         results = []
         for messages, now, window, limit, dlq_id in requests:
+            dlq_id = dlq_id if dlq_id in self.queues else None  # deleted after a change of settings
             if any(m.key is not None for m in messages):
                 self._sweep_keys(connection, now)
             if limit is None:
@@ -108,10 +109,11 @@ class Sending:
                 continue
             groups = {row[7] for row in alone.full_rows if row[7] is not None}
             alone.write(connection, queue_id)
+            promoted = 0
             if room.count:  # a group's head dropped before its next was stored: its turn now
-                removals.promote(connection, queue_id, groups, now)
+                promoted = removals.promote(connection, queue_id, groups, now)
             plan.seen_keys, plan.groups = alone.seen_keys, alone.groups
-            results.append(dataclasses.replace(result, dropped=room))
+            results.append(dataclasses.replace(result, dropped=room, ready=result.ready + promoted))
         plan.write(connection, queue_id)
         return results
 

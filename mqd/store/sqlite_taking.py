@@ -158,6 +158,8 @@ class Taking:
         taking = _Taking(connection, queue_id, now, wanted)
         results = []
         for count, _, lease, rule, caps in requests:
+            if rule is not None and rule.queue_id not in self.queues:
+                rule = None  # its dead-letter queue was deleted after a change of settings
             if caps is None:
                 deliveries = taking.take(count, lease, rule)
                 results.append(TakeResult(deliveries, taking.dead_lettered, taking.expired))
@@ -168,12 +170,8 @@ class Taking:
             if caps is not None and caps.max_rate is not None:
                 self.buckets[queue_id] = self._bucket(queue_id, caps.max_rate, now).spend(len(deliveries))
             capped_until = None
-            if (
-                allowed < count
-                and caps is not None
-                and caps.max_rate is not None
-                and len(deliveries) == allowed
-            ):
+            rate_bound = caps.max_rate is not None and self.buckets[queue_id].whole == 0
+            if allowed < count and len(deliveries) == allowed and rate_bound:  # held back by max_rate
                 capped_until = self.buckets[queue_id].next_token_at(caps.max_rate, count - len(deliveries))
             results.append(
                 TakeResult(
@@ -240,19 +238,15 @@ class Taking:
                     delivery.expires_at,
                 ),
             ).rowcount
-            if inserted and delivery.group is not None:  # back at the head: the next waits again
-                connection.execute(
-                    "UPDATE messages SET visible_at = -visible_at - 1 WHERE queue_id = ? AND grp = ? "
-                    "AND id > ? AND visible_at >= 0 AND lease_token IS NULL",
-                    (queue_id, delivery.group, delivery.id),
-                )
             removals.count(connection, queue_id, inserted, inserted and content_bytes(delivery.content))
             restored += inserted
+        for group in {d.group for d in deliveries if d.group is not None and d.lease_token is None}:
+            removals.regroup(connection, queue_id, group)  # back in line: whose turn is it now?
         return restored
 
     def expiries(self, connection, requests: list[tuple[int, float, int | None, int]]) -> list:
         return [
-            removals.expire(connection, queue_id, now, dlq_id, limit)
+            removals.expire(connection, queue_id, now, dlq_id if dlq_id in self.queues else None, limit)
             if queue_id in self.queues
             else QueueGone(queue_id)
             for queue_id, now, dlq_id, limit in requests

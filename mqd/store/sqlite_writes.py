@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import DeadLetterQueueInUse, QueueGone, QueueNotFound
+from ..errors import DeadLetterQueueInUse, QueueConflict, QueueGone, QueueNotFound
 from ..model import (
     STORED_SETTINGS,
     Bucket,
@@ -92,13 +92,17 @@ class Writes(Sending, Taking):
         dlq = next((q for q in self.queues.values() if q.name == settings.dead_letter_queue), None)
         return QueueNotFound(settings.dead_letter_queue) if dlq is None else dlq.id
 
-    def updates(self, connection, requests: list[tuple[int, QueueSettings]]) -> list:
-        return [self._update(connection, queue_id, settings) for queue_id, settings in requests]
+    def updates(self, connection, requests: list[tuple[int, dict]]) -> list:
+        return [self._update(connection, queue_id, changes) for queue_id, changes in requests]
 
-    def _update(self, connection, queue_id: int, settings: QueueSettings):
+    def _update(self, connection, queue_id: int, changes: dict):
         queue = self.queues.get(queue_id)
         if queue is None:
             return QueueGone(queue_id)
+        try:
+            settings = queue.settings.changed(queue.name, changes)
+        except QueueConflict as conflict:
+            return conflict
         dlq_id = self._dead_letter_queue_id(settings)
         if isinstance(dlq_id, QueueNotFound):
             return dlq_id
