@@ -127,6 +127,27 @@ async def test_a_publisher_refused_for_one_message_fails_that_one_only(daemon):
         assert [m.content for m in await client.receive("q", count=10)] == ["good", "also good"]
 
 
+async def test_policies_from_the_async_client_and_a_publisher_on_a_stream(daemon):
+    async with mq.AsyncClient(daemon.url) as client:
+        await client.create_queue("audit")
+        queue, _ = await client.create_queue("q", max_in_flight=2, message_ttl=600)
+        assert (queue["max_in_flight"], queue["message_ttl"]) == (2, 600.0)
+        async with client.publisher() as publisher:  # over a stream: publish frames
+            await publisher.send("q", "low")
+            await publisher.send("q", "first of g", group="g")
+            await publisher.send("q", "second of g", group="g", priority=9)
+            await publisher.send("q", "urgent", priority=9, ttl=60)
+        received = await client.receive("q", count=10, lease=30)  # max_in_flight 2: two of four
+        assert [(m.content, m.priority, m.group) for m in received] == [("urgent", 9, None), ("low", 0, None)]
+        await received[0].ack()
+        (next_one,) = await client.receive("q", count=10, lease=30)
+        assert (next_one.content, next_one.group) == ("first of g", "g")  # its group's turn first
+        assert (await client.update_queue("q", max_in_flight=None))["max_in_flight"] is None
+        await client.bind_exchange("both", ["q", "audit"])
+        copies = await client.publish("both", "to each", priority=3)
+        assert set(copies) == {"q", "audit"}
+
+
 # -- reconnecting ------------------------------------------------------------------------------------
 
 
