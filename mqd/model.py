@@ -340,7 +340,6 @@ class TakeResult:
     dead_lettered: int  # messages moved to the dead-letter queue on the way (expired ones too)
     expired: int = 0  # messages that waited past their ttl, found on the way
     capped_until: float | None = None  # fewer than asked for by max_rate: when the next may go
-    capped: bool = False  # fewer than asked for by max_in_flight or max_rate
 
 
 class Settled(NamedTuple):

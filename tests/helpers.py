@@ -167,6 +167,13 @@ class Mq:
         return int((self.data_dir / "mqd.pid").read_text())
 
 
+def as_from_a_terminal() -> None:
+    """For a child the test will Ctrl-C: SIGINT as a terminal's shell gives it (a test run in the
+    background of a shell without job control inherits SIGINT ignored, and Python then leaves it
+    so: no KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def mqctl(
     *args: str, env: dict[str, str] | None = None, input: bytes | str | None = None, timeout: float = 60
 ):

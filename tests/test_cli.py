@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from mqctl.cli import cli
 
-from .helpers import MQCTL
+from .helpers import MQCTL, as_from_a_terminal
 
 EXIT_EMPTY, EXIT_USAGE, EXIT_NOT_RUNNING, EXIT_NO_ANSWER, EXIT_NOT_FOUND = 1, 2, 3, 4, 5
 
@@ -96,6 +96,7 @@ def test_follow_prints_messages_sent_after_it_started_and_ends_quietly_on_ctrl_c
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=as_from_a_terminal,
     )
     time.sleep(0.5)
     for word in ("one", "two", "three"):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from . import postgres
-from .helpers import MQCTL, Mq, MqdProcess, free_port, mqctl
+from .helpers import MQCTL, Mq, MqdProcess, as_from_a_terminal, free_port, mqctl
 
 EXIT_USAGE, EXIT_NOT_RUNNING, EXIT_NO_ANSWER, EXIT_FAILED = 2, 3, 4, 7
 EXIT_NOT_ALLOWED, EXIT_INTERRUPTED = 8, 130
@@ -362,7 +362,11 @@ def test_an_empty_standard_input_is_not_sent_as_a_message(running):
 )
 def test_ctrl_c_exits_130(running, command):
     process = subprocess.Popen(
-        [MQCTL, *command], env={**os.environ, **running.env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [MQCTL, *command],
+        env={**os.environ, **running.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=as_from_a_terminal,
     )
     deadline = time.monotonic() + 10  # until it waits for messages, or has drawn once
     while command[0] != "top" and json.loads(running("status", "--json").stdout)["waiting_receivers"] < 1:
@@ -380,7 +384,10 @@ def test_ctrl_c_gives_back_at_once_what_follow_held(running):
     reader, writer = os.pipe()  # nobody reads: the output blocks with messages still held
     try:
         process = subprocess.Popen(
-            [MQCTL, "receive", "q", "--follow"], env={**os.environ, **running.env}, stdout=writer
+            [MQCTL, "receive", "q", "--follow"],
+            env={**os.environ, **running.env},
+            stdout=writer,
+            preexec_fn=as_from_a_terminal,
         )
         deadline = time.monotonic() + 10
         while json.loads(running("info", "q", "--json").stdout)["leased"] == 0:

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 
 from ..errors import QueueFull, QueueGone
 from ..model import (
-    NewMessage,
     Removed,
     SendResult,
     content_bytes,
@@ -44,7 +43,7 @@ class Sending:
         queue id) each. Plain messages to an unbounded queue share one INSERT; the others are
         stored one by one (a key is claimed first: a claim by a concurrent sender on any node
         wins, and the loser gets the winner's id)."""
-        plain = [r for r in requests if r[3] is None and all(_is_plain(m) for m in r[0])]
+        plain = [r for r in requests if r[3] is None and all(m.plain for m in r[0])]
         keys = sorted({m.key for r in requests for m in r[0] if m.key is not None})
         if keys:  # claimed in one order by every node's transactions: none waits in a cycle
             await tx.connection.execute(
@@ -268,13 +267,3 @@ class Sending:
 
     async def sweep_keys(self, connection, now: float) -> None:
         await connection.execute(f"DELETE FROM {self.s}.idempotency_keys WHERE expires_at <= $1", now)
-
-
-def _is_plain(message: NewMessage) -> bool:
-    return (
-        message.delay <= 0
-        and message.key is None
-        and message.group is None
-        and message.ttl is None
-        and not message.priority
-    )

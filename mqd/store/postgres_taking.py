@@ -112,7 +112,7 @@ class Taking:
                 capped_until = (
                     spent.next_token_at(caps.max_rate, count - len(share)) if spent.whole == 0 else None
                 )
-            results.append(TakeResult(share, dead, expired, capped_until, capped))
+            results.append(TakeResult(share, dead, expired, capped_until))
             dead = expired = 0
         return results
 

@@ -151,10 +151,7 @@ class Sending:
     def _plan_send(self, connection, queue_id, now, window, messages, plan: Plan) -> SendResult:
         """Assign ids to one send's messages and add their rows to ``plan``; a repeated
         idempotency key (in the store or earlier in this batch) gets the first id."""
-        if all(
-            m.delay <= 0 and m.key is None and m.group is None and m.ttl is None and not m.priority
-            for m in messages
-        ):
+        if all(m.plain for m in messages):
             first = self.next_id  # the common case, in one sweep
             self.next_id += len(messages)
             plan.rows += [

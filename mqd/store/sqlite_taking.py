@@ -179,7 +179,6 @@ class Taking:
                     taking.dead_lettered,
                     taking.expired,
                     capped_until,
-                    allowed < count and len(deliveries) == allowed,
                 )
             )
             taking.dead_lettered = taking.expired = 0  # reported once, with the first result
