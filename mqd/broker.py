@@ -1,11 +1,13 @@
 """Queue semantics, decided once, over a store that only keeps: the one home of the queue model.
 
-The broker resolves queue names (a catalogue of queues it has seen; a queue's settings never
-change, and a store refuses an operation on a queue deleted meanwhile, so a stale entry is
-noticed and looked up again), reads the clock, makes lease tokens and receipts, decides which
-settings conflict, when a message is dead-lettered and what a stale receipt means, and passes
-all of it to the store as arguments. It also owns the waiting (waiting.py): long-polls, their
-wake-ups, and receivers that leave; and the per-queue traffic counters.
+The broker resolves queue names (a catalogue of queues it has seen, updated when it changes a
+queue's settings and told by the store of changes made on other nodes; a store refuses an
+operation on a queue deleted meanwhile, so a stale entry is noticed and looked up again), reads
+the clock, makes lease tokens and receipts, decides which settings conflict, when a message is
+dead-lettered, expires or makes room, what a queue's limits and caps are (docs/policies.md),
+and what a stale receipt means, and passes all of it to the store as arguments. It also owns
+the waiting (waiting.py): long-polls, their wake-ups, and receivers that leave; the expiry
+sweep; and the per-queue traffic counters.
 """
 
 from __future__ import annotations
