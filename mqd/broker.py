@@ -55,6 +55,7 @@ log = logging.getLogger("mqd.broker")
 
 EXPIRY_SWEEP_SECONDS = 1.0  # how often messages past their ttl are looked for (takes skip them anyway)
 EXPIRED_PER_SWEEP = 1000  # per queue and transaction
+ABANDONED_SEND_LOOK_AGAIN_SECONDS = 0.5  # after a send whose sender left mid-commit
 
 T = TypeVar("T")
 
@@ -246,22 +247,21 @@ class Broker(StoreListener):
             )
             return queue, result
 
-        # Once asked, the store stores the messages whatever happens to us: if the sender leaves
-        # meanwhile, they are counted and announced all the same (``_sent``).
-        sending = asyncio.ensure_future(self._on_queue(name, send))
-        sending.add_done_callback(functools.partial(self._sent, name, messages, now))
-        return (await asyncio.shield(sending))[1]
-
-    def _sent(self, name: str, messages: Sequence[NewMessage], now: float, sending: asyncio.Future) -> None:
-        """Count a send and wake whoever it concerns, once the store has answered it."""
-        if sending.cancelled():
-            return
-        if sending.exception() is not None:
-            if isinstance(sending.exception(), QueueFull):
-                self.counters_for(sending.exception().name).refused += 1
-            return
-        queue, result = sending.result()
+        try:
+            queue, result = await self._on_queue(name, send)
+        except QueueFull as full:
+            self.counters_for(full.name).refused += 1
+            raise
+        except asyncio.CancelledError:
+            # The sender left while the store committed: the messages are stored all the same,
+            # but their result is lost to us (not counted). Waiting receivers look again once
+            # the commit has surely ended (shielding every send instead would cost W2 a tenth).
+            known = self._queues.get(name)
+            if known is not None:
+                self._lines.wake_at(known.id, self.clock() + ABANDONED_SEND_LOOK_AGAIN_SECONDS)
+            raise
         self._count_sent(name, queue, messages, now, result)
+        return result
 
     def _count_sent(
         self, name: str, queue: Queue, messages: Sequence[NewMessage], now: float, result: SendResult
@@ -501,7 +501,7 @@ class Broker(StoreListener):
             counters.dead_lettered += result.dead_lettered
             self._lines.notify(queue.dead_letter_queue_id, result.dead_lettered)
         if result.capped_until is not None:  # max_rate: the line looks again when it allows
-            self._lines.note_capped(queue.id, result.capped_until)
+            self._lines.wake_at(queue.id, result.capped_until)
         return result.deliveries
 
     def _removed(self, name: str, queue: Queue, removed: Removed, *, dropped: bool) -> None:

@@ -154,9 +154,9 @@ class Lines:
         elif not line.timer_known and line.timer_query is not None:  # the store's answer may predate it
             line.noted_at = visible_at if line.noted_at is None else min(line.noted_at, visible_at)
 
-    def note_capped(self, queue_id: int, until: float) -> None:
-        """The queue's caps hold deliveries back until ``until`` (max_rate's next token): wake
-        its line then. The store knows nothing of it, so this holds with nobody asleep yet."""
+    def wake_at(self, queue_id: int, until: float) -> None:
+        """Wake the queue's line at ``until`` for a reason the store cannot tell (max_rate's next
+        tokens; a send whose result was lost): this holds with nobody asleep yet."""
         line = self._lines.get(queue_id)
         if line is not None and (line.timer_at is None or until < line.timer_at):
             self._arm(queue_id, line, until)
