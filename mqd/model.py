@@ -26,7 +26,6 @@ LEASE_TOKEN_BYTES = 8
 OVERFLOW_REJECT = "reject"
 OVERFLOW_DROP_OLDEST = "drop_oldest"
 OVERFLOWS = (OVERFLOW_REJECT, OVERFLOW_DROP_OLDEST)
-HELD = -1.0  # visible_at of a message waiting for its group's turn (see ``held``)
 
 
 def held(visible_at: float) -> float:
